@@ -1,0 +1,1 @@
+"""ONNX export and inspection; the TensorRT plan builder joins later."""

@@ -1,0 +1,119 @@
+"""PyTorch detector -> ONNX with a dynamic batch axis, checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from generator._lazy import require
+from generator.errors import TritonForgeError, UsageError
+from generator.export.signature import META_FAMILY, META_IMGSZ, META_NAMES
+from generator.models.checkpoint import Detector
+from generator.models.contract import INPUT_NAME, OUTPUT_NAME
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    max_abs_diff: float
+    opset: int
+    simplified: bool
+
+    def summary(self) -> str:
+        return (f"wrote {self.path} (opset {self.opset}, simplified={self.simplified}); "
+                f"max |onnxruntime - pytorch| = {self.max_abs_diff:.2e}")
+
+
+def export_onnx(det: Detector, out: Path, opset: int = 17, simplify: bool = True,
+                tolerance: float = 1e-2, check_batch: int = 2) -> ExportReport:
+    """Export ``det`` to ``out``; fail loudly when ONNX Runtime disagrees with PyTorch."""
+    torch = require("torch", "to export ONNX")
+    out = Path(out)
+    if det.imgsz % 32:
+        raise UsageError(f"--imgsz must be a multiple of 32 (the largest stride), got {det.imgsz}")
+    if not out.parent.exists():
+        raise UsageError(f"output folder does not exist: {out.parent}")
+    model = det.model.eval()
+    dummy = torch.rand(1, 3, det.imgsz, det.imgsz)
+    tmp = out.with_name(out.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset, dynamo=False,
+        )
+    simplified = _simplify(tmp) if simplify else False
+    _write_metadata(tmp, det)
+    diff = _compare(model, tmp, det.imgsz, check_batch)
+    if not diff <= tolerance:
+        tmp.unlink(missing_ok=True)
+        raise TritonForgeError(
+            f"export check failed: ONNX Runtime differs from PyTorch by {diff:.3e} > {tolerance:g}; nothing written"
+        )
+    tmp.replace(out)
+    report = ExportReport(out, diff, opset, simplified)
+    _write_reproducer(out, det, report)
+    return report
+
+
+def _simplify(path: Path) -> bool:
+    try:
+        import onnxslim
+    except ImportError:
+        return False
+    import onnx
+
+    slim = onnxslim.slim(onnx.load(str(path)))
+    onnx.save(slim, str(path))
+    return True
+
+
+def _write_metadata(path: Path, det: Detector) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = {META_NAMES: json.dumps(list(det.names)), META_IMGSZ: str(det.imgsz), META_FAMILY: det.family}
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "tritonforge"
+    onnx.save(model, str(path))
+
+
+def _compare(model, path: Path, imgsz: int, batch: int) -> float:
+    """Max abs difference between PyTorch and ONNX Runtime on the same batch."""
+    torch = require("torch")
+    ort = require("onnxruntime", "to check the export")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, imgsz, imgsz, generator=gen)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    if got.shape != ref.shape:
+        raise TritonForgeError(f"export check failed: ONNX output shape {got.shape} != PyTorch {ref.shape}")
+    return float(np.abs(got - ref).max())
+
+
+def _write_reproducer(out: Path, det: Detector, report: ExportReport) -> None:
+    """Leave the exact command and versions beside the ONNX file."""
+    torch = require("torch")
+    info = {
+        "command": " ".join(shlex.quote(a) for a in ["tritonforge", *sys.argv[1:]]) if sys.argv else "",
+        "family": det.family, "imgsz": det.imgsz, "num_classes": det.num_classes,
+        "opset": report.opset, "simplified": report.simplified,
+        "max_abs_diff": report.max_abs_diff, "torch": torch.__version__,
+    }
+    Path(str(out) + ".export.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def default_out(model_spec: str, out: Optional[Path]) -> Path:
+    return Path(out) if out else Path(Path(model_spec).stem + ".onnx")

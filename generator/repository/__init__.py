@@ -1,0 +1,1 @@
+"""Triton model repository generation: targets, stage configs, rendering, writing."""

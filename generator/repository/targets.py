@@ -1,0 +1,230 @@
+"""Deployment targets, as a registry keyed by name. A target decides how the detector
+stage runs; preprocess, postprocess and the ensemble are shared. Third-party targets
+come from the ``tritonforge.targets`` entry-point group."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+from generator.errors import UsageError
+from generator.export.signature import DetectorSignature
+from generator.repository.names import check_model_name
+from generator.repository.stages import (
+    EnsembleStage, EnsembleStep, OnnxRuntimeStage, PythonStage, Stage, Tensor, default_batching,
+)
+from generator.resources import runtime_file
+
+FileSource = Union[Path, bytes]
+
+
+@dataclass
+class GenerateOptions:
+    """User-facing knobs of ``tritonforge generate``; each checked with a clear message."""
+
+    name: str = "detector"
+    max_batch_size: int = 8
+    detector_instances: int = 1
+    preprocess_instances: int = 2
+    queue_delay_us: int = 2000
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    labels: Optional[List[str]] = None
+
+    def validate(self) -> "GenerateOptions":
+        check_model_name(self.name, "--name")
+        checks = [
+            (self.max_batch_size >= 1, f"--max-batch must be >= 1, got {self.max_batch_size}"),
+            (self.detector_instances >= 1, f"--instances must be >= 1, got {self.detector_instances}"),
+            (self.preprocess_instances >= 1, f"--preprocess-instances must be >= 1, got {self.preprocess_instances}"),
+            (self.queue_delay_us >= 0, f"--queue-delay-us must be >= 0, got {self.queue_delay_us}"),
+            (0.0 <= self.score_threshold < 1.0, f"--score-threshold must be in [0, 1), got {self.score_threshold}"),
+            (0.0 < self.iou_threshold <= 1.0, f"--iou-threshold must be in (0, 1], got {self.iou_threshold}"),
+            (self.max_detections >= 1, f"--max-detections must be >= 1, got {self.max_detections}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        return self
+
+
+@dataclass
+class ModelDir:
+    """One model folder: its stage config and the files of version 1."""
+
+    stage: Stage
+    files: Dict[str, FileSource] = field(default_factory=dict)  # path relative to the model folder
+
+
+class Target:
+    """Base class: subclasses say how the detector stage runs."""
+
+    name = ""
+    description = ""
+    backends: frozenset = frozenset({"python"})  # Triton backends the repository needs
+
+    def detector(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
+        raise NotImplementedError
+
+    def models(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions) -> List[ModelDir]:
+        """All model folders: preprocess, detector, postprocess, ensemble."""
+        return [preprocess_model(sig, opts), self.detector(onnx, sig, opts),
+                postprocess_model(sig, opts), ensemble_model(sig, opts)]
+
+    def manifest(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions, sha256: str) -> str:
+        """``tritonforge.json`` at the repository root: what was generated, from what."""
+        from generator import __version__
+
+        info = {
+            "tritonforge": __version__, "target": self.name, "ensemble": f"{opts.name}_ensemble",
+            "backends": sorted(self.backends), "source_onnx": {"file": onnx.name, "sha256": sha256},
+            "signature": {**asdict(sig), "names": list(sig.names)}, "options": asdict(opts),
+        }
+        return json.dumps(info, indent=2, sort_keys=True) + "\n"
+
+
+def _batched(opts: GenerateOptions):
+    return default_batching(opts.max_batch_size, opts.queue_delay_us)
+
+
+def _runtime(*names: str) -> Dict[str, FileSource]:
+    """Runtime modules copied verbatim; the stage's entry module becomes ``model.py``."""
+    entry, *helpers = names
+    files: Dict[str, FileSource] = {"1/model.py": runtime_file(entry)}
+    files.update({f"1/{h}": runtime_file(h) for h in helpers})
+    return files
+
+
+def preprocess_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
+    stage = PythonStage(
+        name=f"{opts.name}_preprocess", max_batch_size=opts.max_batch_size,
+        inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))],
+        outputs=[Tensor("PREPROCESSED", f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width)),
+                 Tensor("TRANSFORM", "TYPE_FP32", (5,))],
+        parameters={"height": str(sig.height), "width": str(sig.width), "dtype": sig.input_dtype},
+        comment="decode JPEG/PNG, letterbox (pad 114), RGB, /255, CHW; TRANSFORM = scale, pad_x, pad_y, w, h",
+        instance_count=opts.preprocess_instances, dynamic_batching=_batched(opts),
+    )
+    return ModelDir(stage, _runtime("preprocess.py", "imaging.py", "stage_utils.py"))
+
+
+def postprocess_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
+    d = opts.max_detections
+    stage = PythonStage(
+        name=f"{opts.name}_postprocess", max_batch_size=opts.max_batch_size,
+        inputs=[Tensor("RAW", f"TYPE_{sig.output_dtype}", sig.output_dims), Tensor("TRANSFORM", "TYPE_FP32", (5,))],
+        outputs=detection_outputs(d),
+        parameters={"score_threshold": repr(opts.score_threshold), "iou_threshold": repr(opts.iou_threshold),
+                    "max_detections": str(d), "num_classes": str(sig.num_classes)},
+        comment="decode + class-aware NMS over the whole batch; boxes in original pixels",
+        instance_count=1, dynamic_batching=_batched(opts),
+    )
+    files = _runtime("postprocess.py", "boxes.py", "stage_utils.py")
+    files["labels.txt"] = ("\n".join(class_names(sig, opts)) + "\n").encode()
+    return ModelDir(stage, files)
+
+
+def detection_outputs(max_detections: int) -> List[Tensor]:
+    return [Tensor("num_detections", "TYPE_INT32", (1,)), Tensor("boxes", "TYPE_FP32", (max_detections, 4)),
+            Tensor("scores", "TYPE_FP32", (max_detections,)), Tensor("classes", "TYPE_INT32", (max_detections,))]
+
+
+def class_names(sig: DetectorSignature, opts: GenerateOptions) -> List[str]:
+    names = opts.labels if opts.labels is not None else list(sig.names)
+    if len(names) != sig.num_classes:
+        raise UsageError(f"--labels lists {len(names)} names but the model has {sig.num_classes} classes")
+    return names
+
+
+def ensemble_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
+    n = opts.name
+    outputs = detection_outputs(opts.max_detections)
+    stage = EnsembleStage(
+        name=f"{n}_ensemble", max_batch_size=opts.max_batch_size,
+        inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))], outputs=outputs,
+        parameters={"class_names": json.dumps(class_names(sig, opts)), "input_height": str(sig.height),
+                    "input_width": str(sig.width)},
+        comment="encoded images in ([N, 1] BYTES), padded detections out",
+        steps=[
+            EnsembleStep(f"{n}_preprocess", {"IMAGE": "IMAGE"}, {"PREPROCESSED": "preprocessed", "TRANSFORM": "transform"}),
+            EnsembleStep(n, {sig.input_name: "preprocessed"}, {sig.output_name: "raw"}),
+            EnsembleStep(f"{n}_postprocess", {"RAW": "raw", "TRANSFORM": "transform"}, {t.name: t.name for t in outputs}),
+        ],
+    )
+    return ModelDir(stage, {"1/.keep": b""})
+
+
+def _detector_tensors(sig: DetectorSignature):
+    return ([Tensor(sig.input_name, f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width))],
+            [Tensor(sig.output_name, f"TYPE_{sig.output_dtype}", sig.output_dims)])
+
+
+class EmbeddedTarget(Target):
+    name = "embedded"
+    description = "Python backend running ONNX Runtime on the CPU; runs on the server bundled in nvidia-pytriton"
+    backends = frozenset({"python"})
+
+    def detector(self, onnx, sig, opts):
+        inputs, outputs = _detector_tensors(sig)
+        stage = PythonStage(
+            name=opts.name, max_batch_size=opts.max_batch_size, inputs=inputs, outputs=outputs,
+            parameters={"onnx_file": "model.onnx", "intra_op_threads": "0"},
+            comment="detector: ONNX Runtime (CPU) inside the Python backend",
+            instance_count=opts.detector_instances, dynamic_batching=_batched(opts),
+        )
+        files = _runtime("detector_ort.py", "stage_utils.py")
+        files["1/model.onnx"] = onnx
+        return ModelDir(stage, files)
+
+
+class CpuTarget(Target):
+    name = "cpu"
+    description = "Triton's ONNX Runtime backend (platform onnxruntime_onnx); the official Triton container on a CPU host"
+    backends = frozenset({"python", "onnxruntime"})
+
+    def detector(self, onnx, sig, opts):
+        inputs, outputs = _detector_tensors(sig)
+        stage = OnnxRuntimeStage(
+            name=opts.name, max_batch_size=opts.max_batch_size, inputs=inputs, outputs=outputs,
+            comment="detector: Triton's ONNX Runtime backend",
+            instance_count=opts.detector_instances, dynamic_batching=_batched(opts),
+        )
+        return ModelDir(stage, {"1/model.onnx": onnx})
+
+
+_TARGETS: Dict[str, Target] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register_target(target: Target) -> None:
+    """Add a target; a name registered twice is an error."""
+    if not target.name:
+        raise ValueError("a target needs a name")
+    if target.name in _TARGETS:
+        raise ValueError(f"target {target.name!r} is already registered")
+    _TARGETS[target.name] = target
+
+
+def targets() -> Dict[str, Target]:
+    global _ENTRY_POINTS_LOADED
+    if not _ENTRY_POINTS_LOADED:
+        _ENTRY_POINTS_LOADED = True
+        for ep in entry_points(group="tritonforge.targets"):
+            obj = ep.load()
+            register_target(obj() if isinstance(obj, type) else obj)
+    return dict(_TARGETS)
+
+
+def get_target(name: str) -> Target:
+    known = targets()
+    if name not in known:
+        raise UsageError(f"unknown target {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]
+
+
+register_target(EmbeddedTarget())
+register_target(CpuTarget())
