@@ -55,19 +55,21 @@ def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_s
 @click.option("--instances", type=int, default=1, show_default=True, help="Detector instances.")
 @click.option("--preprocess-instances", type=int, default=2, show_default=True)
 @click.option("--queue-delay-us", type=int, default=2000, show_default=True, help="Dynamic batching queue delay.")
+@click.option("--no-dynamic-batching", is_flag=True, help="Run each request as it comes (for comparisons).")
 @click.option("--score-threshold", type=float, default=0.25, show_default=True)
 @click.option("--iou-threshold", type=float, default=0.45, show_default=True)
 @click.option("--max-detections", type=int, default=100, show_default=True)
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Class names, one a line.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 def generate(onnx_path, target, out, name, max_batch, instances, preprocess_instances, queue_delay_us,
-             score_threshold, iou_threshold, max_detections, labels, force) -> None:
+             no_dynamic_batching, score_threshold, iou_threshold, max_detections, labels, force) -> None:
     """Write a Triton model repository (preprocess -> detector -> postprocess, ensemble)."""
     from generator.repository.generate import generate as run, read_labels
     from generator.repository.targets import GenerateOptions
 
     opts = GenerateOptions(name, max_batch, instances, preprocess_instances, queue_delay_us,
-                           score_threshold, iou_threshold, max_detections, read_labels(labels))
+                           not no_dynamic_batching, score_threshold, iou_threshold, max_detections,
+                           read_labels(labels))
     repo = run(onnx_path, target, out, opts, force=force)
     sig = repo.signature
     click.echo(f"wrote {repo.path} ({repo.target}): {', '.join(repo.models)}")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 
 def templates_dir() -> Path:
     """The ``templates/`` folder (installed as the package data ``generator.templates``)."""
-    source = Path(__file__).resolve().parents[1] / "templates"
-    if (source / "config").is_dir():
-        return source
-    return Path(str(importlib.resources.files("generator.templates")))
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):  # installed, then checkout
+        if (candidate / "config").is_dir():
+            return candidate
+    raise FileNotFoundError(f"tritonforge templates are missing from the installation near {here}")
 
 
 def runtime_file(name: str) -> Path:

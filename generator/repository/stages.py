@@ -4,7 +4,7 @@ is allowed; rendering only ever sees validated values."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from generator.errors import ConfigError
 from generator.repository.names import check_model_name, check_tensor_name
@@ -88,7 +88,7 @@ class BatchedStage(Stage):
 
     instance_count: int = 1
     instance_kind: str = "KIND_CPU"
-    dynamic_batching: DynamicBatching = field(default_factory=lambda: DynamicBatching((1,)))
+    dynamic_batching: Optional[DynamicBatching] = field(default_factory=lambda: DynamicBatching((1,)))
 
     def validate(self) -> "BatchedStage":
         super().validate()
@@ -97,7 +97,8 @@ class BatchedStage(Stage):
             raise ConfigError(f"{where}: instance_group count must be >= 1, got {self.instance_count}")
         if self.instance_kind not in INSTANCE_KINDS:
             raise ConfigError(f"{where}: instance_group kind must be one of {INSTANCE_KINDS}, got {self.instance_kind!r}")
-        self.dynamic_batching.validate(where, self.max_batch_size)
+        if self.dynamic_batching is not None:  # None: Triton runs each request as it comes
+            self.dynamic_batching.validate(where, self.max_batch_size)
         return self
 
 

@@ -30,6 +30,7 @@ class GenerateOptions:
     detector_instances: int = 1
     preprocess_instances: int = 2
     queue_delay_us: int = 2000
+    dynamic_batching: bool = True
     score_threshold: float = 0.25
     iou_threshold: float = 0.45
     max_detections: int = 100
@@ -88,6 +89,8 @@ class Target:
 
 
 def _batched(opts: GenerateOptions):
+    if not opts.dynamic_batching:
+        return None
     return default_batching(opts.max_batch_size, opts.queue_delay_us)
 
 

@@ -1,0 +1,109 @@
+"""Detector output decoding and class-aware NMS, vectorized over the whole batch (numpy).
+
+Input follows the output contract: ``raw [B, 4 + C, A]`` with boxes as cx, cy, w, h in
+letterboxed pixels and class probabilities. Output is fixed-size and padded, like
+TensorRT's EfficientNMS: ``num [B]``, ``boxes [B, D, 4]`` (x1, y1, x2, y2 in original
+image pixels), ``scores [B, D]``, ``classes [B, D]`` (-1 in padding).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+
+def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    """``[B, K, 4]`` xyxy -> ``[B, K, K]`` IoU."""
+    x1, y1, x2, y2 = (boxes[..., i] for i in range(4))
+    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    iw = np.clip(np.minimum(x2[:, :, None], x2[:, None, :]) - np.maximum(x1[:, :, None], x1[:, None, :]), 0, None)
+    ih = np.clip(np.minimum(y2[:, :, None], y2[:, None, :]) - np.maximum(y1[:, :, None], y1[:, None, :]), 0, None)
+    inter = iw * ih
+    union = area[:, :, None] + area[:, None, :] - inter
+    return inter / np.maximum(union, np.float32(1e-9))
+
+
+def greedy_keep(boxes: np.ndarray, classes: np.ndarray, valid: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy class-aware NMS for candidates sorted by descending score, whole batch at once.
+
+    Candidate j is kept iff no kept candidate i < j of the same class overlaps it by more
+    than ``iou_threshold``. Iterating that rule from "all kept" reaches the greedy result
+    exactly (each pass fixes at least the next element in score order), and in practice
+    in a handful of passes; each pass is one batched matrix product.
+    """
+    b, k = valid.shape
+    if k == 0:
+        return valid.copy()
+    overlap = pairwise_iou(boxes) > iou_threshold
+    overlap &= classes[:, :, None] == classes[:, None, :]
+    overlap &= np.triu(np.ones((k, k), dtype=bool), 1)[None]
+    overlap &= valid[:, :, None] & valid[:, None, :]
+    m = overlap.astype(np.float32)
+    keep = valid.copy()
+    for _ in range(k):
+        suppressed = np.matmul(keep.astype(np.float32)[:, None, :], m)[:, 0, :] > 0
+        new_keep = valid & ~suppressed
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return keep
+
+
+def postprocess(raw: np.ndarray, transforms: np.ndarray, score_threshold: float = 0.25,
+                iou_threshold: float = 0.45, max_detections: int = 100,
+                max_candidates: int = 1024) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode + NMS + map boxes back to original pixels, for a whole batch."""
+    raw = np.asarray(raw, dtype=np.float32)
+    b, fields, _ = raw.shape
+    scores_all = raw[:, 4:, :]
+    cls = scores_all.argmax(axis=1)  # [B, A]
+    conf = np.take_along_axis(scores_all, cls[:, None, :], axis=1)[:, 0, :]
+    candidate = conf > score_threshold
+    k = int(min(max_candidates, candidate.sum(axis=1).max(initial=0)))
+    order = np.argsort(np.where(candidate, -conf, np.inf), axis=1, kind="stable")[:, :k]
+    conf_k = np.take_along_axis(conf, order, axis=1)
+    cls_k = np.take_along_axis(cls, order, axis=1)
+    valid = np.take_along_axis(candidate, order, axis=1)
+    xywh = np.take_along_axis(raw[:, :4, :], order[:, None, :], axis=2).transpose(0, 2, 1)
+    xyxy = np.concatenate((xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2), axis=-1)
+    keep = greedy_keep(xyxy, cls_k, valid, iou_threshold)
+    return _gather(keep, xyxy, conf_k, cls_k, transforms, max_detections)
+
+
+def _gather(keep, xyxy, conf, cls, transforms, max_det):
+    b = keep.shape[0]
+    rank = np.cumsum(keep, axis=1) - 1
+    take = keep & (rank < max_det)
+    num = take.sum(axis=1).astype(np.int32)
+    out_boxes = np.zeros((b, max_det, 4), dtype=np.float32)
+    out_scores = np.zeros((b, max_det), dtype=np.float32)
+    out_classes = np.full((b, max_det), -1, dtype=np.int32)
+    bi, ki = np.nonzero(take)
+    slot = rank[bi, ki]
+    out_boxes[bi, slot] = unletterbox(xyxy[bi, ki], np.asarray(transforms, np.float32)[bi])
+    out_scores[bi, slot] = conf[bi, ki]
+    out_classes[bi, slot] = cls[bi, ki]
+    return num, out_boxes, out_scores, out_classes
+
+
+def unletterbox(xyxy: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Boxes in letterboxed pixels -> original pixels, clipped to the image.
+
+    ``transform`` rows are (scale, pad_x, pad_y, width, height); shapes broadcast.
+    """
+    scale, pad_x, pad_y, w, h = (transform[..., i:i + 1] for i in range(5))
+    x = (xyxy[..., 0::2] - pad_x) / scale
+    y = (xyxy[..., 1::2] - pad_y) / scale
+    x = np.clip(x, 0, w)
+    y = np.clip(y, 0, h)
+    return np.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), axis=-1).astype(np.float32)
+
+
+def letterbox_boxes(xyxy: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Inverse of ``unletterbox`` (without clipping): original pixels -> letterboxed pixels."""
+    scale, pad_x, pad_y = (transform[..., i:i + 1] for i in range(3))
+    out = np.array(xyxy, dtype=np.float32, copy=True)
+    out[..., 0::2] = out[..., 0::2] * scale + pad_x
+    out[..., 1::2] = out[..., 1::2] * scale + pad_y
+    return out

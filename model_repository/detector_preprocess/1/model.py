@@ -1,0 +1,46 @@
+"""Triton Python-backend model: encoded images -> letterboxed CHW tensors + transforms.
+
+Input ``IMAGE`` (BYTES, ``[n, 1]`` per request). Outputs ``PREPROCESSED`` (FP32
+``[n, 3, H, W]``) and ``TRANSFORM`` (FP32 ``[n, 5]``: scale, pad_x, pad_y, width,
+height). H and W come from the config parameters. An image that cannot be decoded
+fails its own request only, with a message naming the item.
+"""
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+try:  # as part of the generator package (tests, offline use)
+    from . import imaging, stage_utils
+except ImportError:  # inside Triton: the modules are copied beside this file
+    import imaging
+    import stage_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = stage_utils.read_parameters(args)
+        self.height = int(params["height"])
+        self.width = int(params["width"])
+        self.input_name = "IMAGE"
+        # the detector may take float16 input (an FP16 ONNX); the config says which
+        self.dtype = np.float16 if params.get("dtype", "FP32") == "FP16" else np.float32
+
+    def execute(self, requests):
+        return [self._one(request) for request in requests]
+
+    def _one(self, request):
+        items = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+        images, transforms = [], []
+        for index, item in enumerate(items.reshape(-1)):
+            try:
+                chw, transform = imaging.preprocess_bytes(item, self.height, self.width)
+            except imaging.ImageError as exc:
+                return pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(f"{self.input_name}[{index}]: {exc}")
+                )
+            images.append(chw)
+            transforms.append(transform)
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("PREPROCESSED", np.stack(images).astype(self.dtype, copy=False)),
+            pb_utils.Tensor("TRANSFORM", np.stack(transforms)),
+        ])

@@ -1,0 +1,79 @@
+"""``tritonforge serve`` and ``tritonforge demo`` as a user runs them."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from generator.serve.server import free_port
+
+
+def _serve(repo, *extra):
+    ports = [free_port(), free_port(), free_port()]
+    cmd = [sys.executable, "-m", "generator", "serve", str(repo), "--http-port", str(ports[0]),
+           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--timeout", "120", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), ports
+
+
+def test_serve_prints_endpoints_and_stops_on_sigterm(served_repo):
+    proc, ports = _serve(served_repo)
+    lines = []
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops it" in line:
+            break
+    text = "".join(lines)
+    assert "Triton is ready" in text, text
+    assert f"127.0.0.1:{ports[1]}" in text and f"127.0.0.1:{ports[0]}" in text
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Triton stopped (exit code 0)" in out
+
+
+def test_serve_names_the_model_that_failed_to_load(served_repo, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(served_repo, broken)
+    model_py = broken / "shapes_postprocess" / "1" / "model.py"
+    model_py.write_text(model_py.read_text().replace(
+        "        params = stage_utils.read_parameters(args)",
+        "        raise RuntimeError('weights are missing on purpose')", 1))
+    proc, _ = _serve(broken)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 4, out
+    assert "shapes_postprocess" in out and "weights are missing on purpose" in out
+
+
+def test_serve_refuses_a_cpu_repository_on_the_bundled_server(served_repo, tmp_path):
+    from generator.repository.generate import generate
+    from generator.repository.targets import GenerateOptions
+
+    onnx = served_repo / "shapes" / "1" / "model.onnx"
+    generate(onnx, "cpu", tmp_path / "cpu", GenerateOptions())
+    proc, _ = _serve(tmp_path / "cpu")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "needs the 'onnxruntime' backend" in out, out
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "model_repository"
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "generator", "demo", "--out", str(out), "--imgsz", "128",
+                        "--requests", "5"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "end-to-end latency" in r.stdout and "grpc" in r.stdout and "http" in r.stdout
+    assert (out / "detector_ensemble" / "config.pbtxt").is_file()
+    # a second run replaces its own previous repository; a foreign folder is refused
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    r = subprocess.run([sys.executable, "-m", "generator", "demo", "--out", str(foreign)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a tritonforge repository" in r.stderr
+    assert (foreign / "notes.txt").read_text() == "mine"
