@@ -14,6 +14,7 @@ _EXTRA = {
     "onnxslim": "compress",
     "cv2": "server",
     "yaml": "compress",
+    "pycocotools": "compress",
     "matplotlib": "compress",
     "pytriton": "server",
     "tensorrt": "gpu",

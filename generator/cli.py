@@ -36,14 +36,93 @@ def cli() -> None:
 @click.option("--num-classes", type=int, default=80, show_default=True, help="Classes, for a family name.")
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
-def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_simplify: bool) -> None:
+@click.option("--data", default=None, help="Dataset whose val images the check runs on (default: random input).")
+@click.option("--tolerance", type=float, default=1e-2, show_default=True, help="Max abs difference allowed.")
+def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_simplify: bool, data, tolerance) -> None:
     """Export a detector to ONNX with a dynamic batch axis, checked against PyTorch."""
-    from generator.export.onnx_export import export_onnx
+    from generator.export.onnx_export import check_images_from, export_onnx
     from generator.models.checkpoint import resolve_model
 
     det = resolve_model(model_spec, num_classes, imgsz)
-    report = export_onnx(det, out, opset=opset, simplify=not no_simplify)
+    images = check_images_from(Path(data), det.imgsz) if data else None
+    report = export_onnx(det, out, opset=opset, simplify=not no_simplify, tolerance=tolerance, check_images=images)
     click.echo(report.summary())
+
+
+@cli.group()
+def data() -> None:
+    """Datasets: synthesize a deterministic shapes dataset in YOLO format."""
+
+
+@data.command("synth")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Dataset folder.")
+@click.option("--images", type=int, default=500, show_default=True, help="Images in all (train + val).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--imgsz", type=int, default=256, show_default=True, help="Long side of the images.")
+@click.option("--classes", type=int, default=3, show_default=True)
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+def data_synth(out, images, seed, imgsz, classes, val_fraction, force) -> None:
+    """Render a synthetic shapes dataset (same --seed, same bytes)."""
+    from generator.data.synth import synthesize
+
+    yaml_path = synthesize(out, images, seed, imgsz=imgsz, classes=classes, val_fraction=val_fraction, force=force)
+    click.echo(f"wrote {yaml_path}")
+
+
+@cli.command()
+@click.option("--data", required=True, help="data YAML, dataset folder, or COCO JSON.")
+@click.option("--model", default="yolo-n", show_default=True, help="Family name, or a checkpoint to start from.")
+@click.option("--imgsz", type=int, default=256, show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--lr", type=float, default=0.002, show_default=True, help="AdamW learning rate (cosine decay).")
+@click.option("--mosaic", type=float, default=0.0, show_default=True, help="Probability of 4-image mosaic.")
+@click.option("--eval-every", type=int, default=0, show_default=True, help="Validate every N epochs (0: at the end).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write.")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out.")
+def train(data, model, imgsz, epochs, batch, lr, mosaic, eval_every, seed, workers, device, out, resume) -> None:
+    """Train a detector; the checkpoint embeds family, class names and image size."""
+    from generator.training.trainer import TrainConfig, train as run
+
+    cfg = TrainConfig(data=data, model=model, out=str(out), imgsz=imgsz, epochs=epochs, batch=batch, lr=lr,
+                      mosaic=mosaic, eval_every=eval_every, seed=seed, workers=workers, device=device,
+                      resume=resume)
+    result = run(cfg, echo=click.echo)
+    click.echo(f"wrote {result.checkpoint} after {result.seconds:.0f} s: mAP50 {result.metrics.get('map50', 0):.3f}, "
+               f"mAP50-95 {result.metrics.get('map50_95', 0):.3f} (val)")
+
+
+@cli.command("eval")
+@click.option("--data", required=True, help="data YAML, dataset folder, or COCO JSON.")
+@click.option("--split", default="val", show_default=True)
+@click.option("--model", "checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Checkpoint.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="ONNX model.")
+@click.option("--url", default=None, help="host:port of a served ensemble.")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option("--ensemble", default="detector_ensemble", show_default=True, help="Ensemble name, with --url.")
+@click.option("--score-threshold", type=float, default=0.001, show_default=True, help="Offline only.")
+@click.option("--iou-threshold", type=float, default=0.7, show_default=True, help="Offline only.")
+@click.option("--max-detections", type=int, default=300, show_default=True, help="Offline only.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate(data, split, checkpoint, onnx_path, url, protocol, ensemble, score_threshold, iou_threshold,
+             max_detections, as_json) -> None:
+    """COCO mAP@0.5:0.95 and mAP@0.5 of a checkpoint, an ONNX file, or a served endpoint."""
+    from generator.evaluation.predictors import Thresholds
+    from generator.evaluation.run import run_eval
+
+    result = run_eval(Path(data), split, checkpoint, onnx_path, url, protocol, ensemble,
+                      Thresholds(score_threshold, iou_threshold, max_detections), progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo(f"mAP@0.5:0.95 {result.map50_95:.4f}   mAP@0.5 {result.map50:.4f}   "
+               f"({result.images} images, {result.detections} detections)")
+    for name, ap in result.per_class.items():
+        click.echo(f"  {name:<16} AP@0.5:0.95 {ap:.4f}")
 
 
 @cli.command()

@@ -32,8 +32,13 @@ class ExportReport:
 
 
 def export_onnx(det: Detector, out: Path, opset: int = 17, simplify: bool = True,
-                tolerance: float = 1e-2, check_batch: int = 2) -> ExportReport:
-    """Export ``det`` to ``out``; fail loudly when ONNX Runtime disagrees with PyTorch."""
+                tolerance: float = 1e-2, check_images: Optional[np.ndarray] = None) -> ExportReport:
+    """Export ``det`` to ``out``; fail loudly when ONNX Runtime disagrees with PyTorch.
+
+    ``check_images`` (``[B, 3, S, S]`` float32, letterboxed real images) are what the
+    comparison runs on; without them, a seeded random batch. ``tolerance`` bounds the max
+    abs difference over boxes (pixels) and class probabilities.
+    """
     torch = require("torch", "to export ONNX")
     out = Path(out)
     if det.imgsz % 32:
@@ -52,7 +57,7 @@ def export_onnx(det: Detector, out: Path, opset: int = 17, simplify: bool = True
         )
     simplified = _simplify(tmp) if simplify else False
     _write_metadata(tmp, det)
-    diff = _compare(model, tmp, det.imgsz, check_batch)
+    diff = _compare(model, tmp, _check_batch(det.imgsz, check_images))
     if not diff <= tolerance:
         tmp.unlink(missing_ok=True)
         raise TritonForgeError(
@@ -88,12 +93,26 @@ def _write_metadata(path: Path, det: Detector) -> None:
     onnx.save(model, str(path))
 
 
-def _compare(model, path: Path, imgsz: int, batch: int) -> float:
+def _check_batch(imgsz: int, images: Optional[np.ndarray]):
+    torch = require("torch")
+    if images is not None:
+        return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    return torch.rand(2, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+
+
+def check_images_from(data_spec: Path, imgsz: int, count: int = 8) -> np.ndarray:
+    """Letterboxed validation images of a dataset, for the export check."""
+    from generator.data.dataset import load_dataset
+    from generator.runtime.imaging import preprocess_bytes
+
+    data = load_dataset(Path(data_spec), "val")
+    return np.stack([preprocess_bytes(s.image_path.read_bytes(), imgsz, imgsz)[0] for s in data.samples[:count]])
+
+
+def _compare(model, path: Path, x) -> float:
     """Max abs difference between PyTorch and ONNX Runtime on the same batch."""
     torch = require("torch")
     ort = require("onnxruntime", "to check the export")
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 3, imgsz, imgsz, generator=gen)
     with torch.no_grad():
         ref = model(x).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -76,5 +76,13 @@ def get_family(name: str) -> Family:
     )
 
 
-# built-in families (the models issue widens this list)
+# built-in families, as lazy "module:factory" paths so that listing them imports no torch
 register_family("yolo-n", "generator.models.yolo:yolo_n", "anchor-free YOLO, C3 blocks, width 0.25 depth 0.33")
+register_family("yolo-s", "generator.models.yolo:yolo_s", "anchor-free YOLO, C3 blocks, width 0.50 depth 0.33")
+register_family("yolo-m", "generator.models.yolo:yolo_m", "anchor-free YOLO, C3 blocks, width 0.75 depth 0.67")
+register_family("yolo-n-c3f", "generator.models.yolo:yolo_n_c3f",
+                "yolo-n with fused CSP blocks (C3F, BottleneckCSP layout)")
+register_family("mobilenetv3", "generator.models.mobilenetv3:mobilenetv3",
+                "MobileNetV3-Small backbone (reduced tail), PAN neck 64/96/128, YOLO head")
+register_family("shufflenetv2", "generator.models.shufflenetv2:shufflenetv2",
+                "ShuffleNetV2 1.0x backbone, yolo-n's PAN neck and head")

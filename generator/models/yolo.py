@@ -1,77 +1,36 @@
-"""Anchor-free YOLO-style detector: CSP (C3) backbone, SPPF, PAN neck, decoupled
-head with distribution focal (DFL) box regression over strides 8, 16 and 32."""
+"""Anchor-free YOLO-style detector: a pluggable backbone giving P3/P4/P5 (strides 8, 16,
+32), a PAN neck, and a decoupled head with distribution focal (DFL) box regression.
+
+The default backbone is YOLOv5's CSP backbone built from ``C3`` (or ``C3F``) blocks,
+scaled by depth and width multipliers; ``generator.models.mobilenetv3`` and
+``generator.models.shufflenetv2`` plug lightweight backbones into the same neck and head.
+Every family therefore shares the head's training output (three raw maps) and the eval
+output contract (see ``generator.models.contract``).
+"""
 
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence, Type
 
 import torch
 from torch import nn
 
+from generator.models.c3f import C3F
+from generator.models.layers import C3, SPPF, Bottleneck, Conv, scale_depth, scale_width
+from generator.models.neck import Lateral, PANNeck
+
+__all__ = [
+    "BLOCKS", "Backbone", "Bottleneck", "C3", "C3F", "CSPBackbone", "Conv", "DFL", "DetectHead",
+    "Lateral", "PANNeck", "REG_MAX", "SPPF", "STRIDES", "YOLO", "make_anchors",
+    "yolo_m", "yolo_n", "yolo_n_c3f", "yolo_s",
+]
+
 STRIDES = (8, 16, 32)
 REG_MAX = 16
 
-
-def _scale(channels: int, width: float, divisor: int = 8) -> int:
-    return max(divisor, int(math.ceil(channels * width / divisor) * divisor))
-
-
-class Conv(nn.Module):
-    """Conv2d + BatchNorm + SiLU."""
-
-    def __init__(self, c_in: int, c_out: int, k: int = 1, s: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.03)
-        self.act = nn.SiLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, c: int, shortcut: bool = True):
-        super().__init__()
-        self.cv1 = Conv(c, c, 1)
-        self.cv2 = Conv(c, c, 3)
-        self.add = shortcut
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.cv2(self.cv1(x))
-        return x + y if self.add else y
-
-
-class C3(nn.Module):
-    """CSP bottleneck with three convolutions (YOLOv5's C3)."""
-
-    def __init__(self, c_in: int, c_out: int, n: int = 1, shortcut: bool = True):
-        super().__init__()
-        hidden = c_out // 2
-        self.cv1 = Conv(c_in, hidden, 1)
-        self.cv2 = Conv(c_in, hidden, 1)
-        self.m = nn.Sequential(*(Bottleneck(hidden, shortcut) for _ in range(n)))
-        self.cv3 = Conv(2 * hidden, c_out, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
-
-
-class SPPF(nn.Module):
-    """Spatial pyramid pooling, fast: three chained 5x5 max-pools."""
-
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        hidden = c_in // 2
-        self.cv1 = Conv(c_in, hidden, 1)
-        self.cv2 = Conv(hidden * 4, c_out, 1)
-        self.pool = nn.MaxPool2d(5, 1, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.cv1(x)
-        y1 = self.pool(x)
-        y2 = self.pool(y1)
-        return self.cv2(torch.cat((x, y1, y2, self.pool(y2)), 1))
+# CSP block choices for the YOLO backbone and neck
+BLOCKS: Dict[str, Type[nn.Module]] = {"c3": C3, "c3f": C3F}
 
 
 class DFL(nn.Module):
@@ -89,17 +48,22 @@ class DFL(nn.Module):
         return self.conv(x).view(b, 4, a)
 
 
-class Backbone(nn.Module):
-    """CSP backbone returning P3, P4, P5 features."""
+class CSPBackbone(nn.Module):
+    """YOLOv5 CSP backbone returning P3, P4, P5 features.
 
-    def __init__(self, ch: Sequence[int], depths: Sequence[int]):
+    ``ch`` are the five stage widths, ``depths`` the bottleneck counts of the C3 stages at
+    strides 4, 8 and 16 (the stride-32 stage repeats the first), ``block`` the CSP block.
+    """
+
+    def __init__(self, ch: Sequence[int], depths: Sequence[int], block: Type[nn.Module] = C3):
         super().__init__()
         c1, c2, c3, c4, c5 = ch
+        self.out_channels = (c3, c4, c5)
         self.stem = Conv(3, c1, 3, 2)
-        self.stage2 = nn.Sequential(Conv(c1, c2, 3, 2), C3(c2, c2, depths[0]))
-        self.stage3 = nn.Sequential(Conv(c2, c3, 3, 2), C3(c3, c3, depths[1]))
-        self.stage4 = nn.Sequential(Conv(c3, c4, 3, 2), C3(c4, c4, depths[2]))
-        self.stage5 = nn.Sequential(Conv(c4, c5, 3, 2), C3(c5, c5, depths[0]), SPPF(c5, c5))
+        self.stage2 = nn.Sequential(Conv(c1, c2, 3, 2), block(c2, c2, depths[0]))
+        self.stage3 = nn.Sequential(Conv(c2, c3, 3, 2), block(c3, c3, depths[1]))
+        self.stage4 = nn.Sequential(Conv(c3, c4, 3, 2), block(c4, c4, depths[2]))
+        self.stage5 = nn.Sequential(Conv(c4, c5, 3, 2), block(c5, c5, depths[0]), SPPF(c5, c5))
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         p3 = self.stage3(self.stage2(self.stem(x)))
@@ -107,27 +71,7 @@ class Backbone(nn.Module):
         return [p3, p4, self.stage5(p4)]
 
 
-class PANNeck(nn.Module):
-    """Top-down then bottom-up feature fusion (PANet) over P3-P5."""
-
-    def __init__(self, ch: Sequence[int], n: int):
-        super().__init__()
-        c3, c4, c5 = ch
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.td4 = C3(c5 + c4, c4, n, shortcut=False)
-        self.td3 = C3(c4 + c3, c3, n, shortcut=False)
-        self.down3 = Conv(c3, c3, 3, 2)
-        self.bu4 = C3(c3 + c4, c4, n, shortcut=False)
-        self.down4 = Conv(c4, c4, 3, 2)
-        self.bu5 = C3(c4 + c5, c5, n, shortcut=False)
-
-    def forward(self, feats: List[torch.Tensor]) -> List[torch.Tensor]:
-        p3, p4, p5 = feats
-        t4 = self.td4(torch.cat((self.up(p5), p4), 1))
-        n3 = self.td3(torch.cat((self.up(t4), p3), 1))
-        n4 = self.bu4(torch.cat((self.down3(n3), t4), 1))
-        n5 = self.bu5(torch.cat((self.down4(n4), p5), 1))
-        return [n3, n4, n5]
+Backbone = CSPBackbone  # the name the first release used
 
 
 class DetectHead(nn.Module):
@@ -188,23 +132,64 @@ def make_anchors(raw: List[torch.Tensor], strides: Sequence[int], offset: float 
     return torch.cat(points, 1).unsqueeze(0), torch.cat(stride_list, 1).unsqueeze(0)
 
 
-class YOLO(nn.Module):
-    """The detector: backbone -> PAN neck -> decoupled anchor-free head."""
+def _block(name: str) -> Type[nn.Module]:
+    try:
+        return BLOCKS[name]
+    except KeyError:
+        raise ValueError(f"unknown CSP block {name!r}; choose from {', '.join(sorted(BLOCKS))}") from None
 
-    def __init__(self, num_classes: int, depth: float = 0.33, width: float = 0.25):
+
+class YOLO(nn.Module):
+    """The detector: backbone -> (lateral 1x1) -> PAN neck -> decoupled anchor-free head.
+
+    Args:
+        num_classes: number of classes ``C`` of the output contract.
+        depth, width: YOLOv5-style multipliers of the default CSP backbone (and, through
+            ``depth``, of the neck's bottleneck count).
+        block: ``"c3"`` or ``"c3f"``, the CSP block of the default backbone and the neck.
+        backbone: any module whose forward returns ``[P3, P4, P5]`` at strides 8/16/32 and
+            that has ``out_channels`` (their channel counts); replaces the CSP backbone.
+        neck_channels: P3/P4/P5 widths of the neck and head; defaults to the backbone's.
+            Where they differ a 1x1 Conv (``lateral``) adapts the level.
+        neck_depth: bottlenecks per neck fusion block; defaults to ``round(3 * depth)``.
+    """
+
+    def __init__(self, num_classes: int, depth: float = 0.33, width: float = 0.25, block: str = "c3",
+                 backbone: Optional[nn.Module] = None, neck_channels: Optional[Sequence[int]] = None,
+                 neck_depth: Optional[int] = None):
         super().__init__()
-        ch = [_scale(c, width) for c in (64, 128, 256, 512, 1024)]
-        depths = [max(1, round(n * depth)) for n in (3, 6, 9)]
-        self.backbone = Backbone(ch, depths)
-        self.neck = PANNeck(ch[2:], depths[0])
-        self.head = DetectHead(num_classes, ch[2:])
+        block_cls = _block(block)
+        if backbone is None:
+            ch = [scale_width(c, width) for c in (64, 128, 256, 512, 1024)]
+            backbone = CSPBackbone(ch, [scale_depth(n, depth) for n in (3, 6, 9)], block_cls)
+        feat_ch = tuple(backbone.out_channels)
+        neck_ch = tuple(neck_channels) if neck_channels else feat_ch
+        self.backbone = backbone
+        self.lateral = Lateral(feat_ch, neck_ch)
+        self.neck = PANNeck(neck_ch, neck_depth or scale_depth(3, depth), block_cls)
+        self.head = DetectHead(num_classes, neck_ch)
         self.num_classes = num_classes
         self.stride = max(STRIDES)
 
     def forward(self, x: torch.Tensor):
-        return self.head(self.neck(self.backbone(x)))
+        return self.head(self.neck(self.lateral(self.backbone(x))))
 
 
 def yolo_n(num_classes: int, **_: object) -> YOLO:
-    """``yolo-n``: depth 0.33, width 0.25."""
+    """``yolo-n``: depth 0.33, width 0.25, C3 blocks."""
     return YOLO(num_classes, depth=0.33, width=0.25)
+
+
+def yolo_s(num_classes: int, **_: object) -> YOLO:
+    """``yolo-s``: depth 0.33, width 0.50, C3 blocks."""
+    return YOLO(num_classes, depth=0.33, width=0.50)
+
+
+def yolo_m(num_classes: int, **_: object) -> YOLO:
+    """``yolo-m``: depth 0.67, width 0.75, C3 blocks."""
+    return YOLO(num_classes, depth=0.67, width=0.75)
+
+
+def yolo_n_c3f(num_classes: int, **_: object) -> YOLO:
+    """``yolo-n-c3f``: yolo-n's scale with the fused CSP block (C3F) in backbone and neck."""
+    return YOLO(num_classes, depth=0.33, width=0.25, block="c3f")

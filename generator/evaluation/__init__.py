@@ -1,0 +1,1 @@
+"""COCO mAP with one code path for PyTorch, ONNX Runtime and a served endpoint."""

@@ -1,0 +1,1 @@
+"""Detector training: task-aligned assignment, CIoU + DFL + BCE losses, EMA, cosine LR."""
