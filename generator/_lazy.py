@@ -15,6 +15,7 @@ _EXTRA = {
     "cv2": "server",
     "yaml": "compress",
     "pycocotools": "compress",
+    "torch_pruning": "compress",
     "matplotlib": "compress",
     "pytriton": "server",
     "tensorrt": "gpu",

@@ -74,9 +74,9 @@ def data_synth(out, images, seed, imgsz, classes, val_fraction, force) -> None:
 @click.option("--data", required=True, help="data YAML, dataset folder, or COCO JSON.")
 @click.option("--model", default="yolo-n", show_default=True, help="Family name, or a checkpoint to start from.")
 @click.option("--imgsz", type=int, default=256, show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--batch", type=int, default=16, show_default=True)
-@click.option("--lr", type=float, default=0.002, show_default=True, help="AdamW learning rate (cosine decay).")
+@click.option("--epochs", type=int, default=80, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="AdamW learning rate (cosine decay).")
 @click.option("--mosaic", type=float, default=0.0, show_default=True, help="Probability of 4-image mosaic.")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="Validate every N epochs (0: at the end).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -94,6 +94,111 @@ def train(data, model, imgsz, epochs, batch, lr, mosaic, eval_every, seed, worke
     result = run(cfg, echo=click.echo)
     click.echo(f"wrote {result.checkpoint} after {result.seconds:.0f} s: mAP50 {result.metrics.get('map50', 0):.3f}, "
                f"mAP50-95 {result.metrics.get('map50_95', 0):.3f} (val)")
+
+
+@cli.command()
+@click.option("--teacher", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Teacher checkpoint.")
+@click.option("--student", required=True, help="Student family name or checkpoint.")
+@click.option("--data", required=True, help="data YAML, dataset folder, or COCO JSON.")
+@click.option("--unlabelled", "--unlabeled", "unlabelled", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Extra images without labels (teacher targets only).")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--imgsz", type=int, default=None, help="Default: the teacher's.")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--kd-obj", type=float, default=1.0, show_default=True, help="Objectness term weight.")
+@click.option("--kd-cls", type=float, default=1.0, show_default=True, help="Objectness-scaled class term weight.")
+@click.option("--kd-box", type=float, default=1.0, show_default=True, help="Objectness-scaled box (DFL KL) term weight.")
+@click.option("--kd-feat", type=float, default=1.0, show_default=True, help="Neck feature imitation weight (0: off).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Student checkpoint.")
+def distill(teacher, student, data, unlabelled, epochs, imgsz, batch, lr, kd_obj, kd_cls, kd_box, kd_feat, seed, out):
+    """Teacher -> student knowledge distillation (objectness-scaled, with feature imitation)."""
+    from generator.compress.distill import KDWeights, run_distill
+
+    result = run_distill(teacher, student, data, out, epochs=epochs, imgsz=imgsz, batch=batch, lr=lr,
+                         weights=KDWeights(kd_obj, kd_cls, kd_box, kd_feat), unlabelled=unlabelled, seed=seed,
+                         echo=click.echo)
+    click.echo(f"wrote {result.checkpoint} after {result.seconds:.0f} s: mAP50 {result.metrics.get('map50', 0):.3f}, "
+               f"mAP50-95 {result.metrics.get('map50_95', 0):.3f} (val)")
+
+
+@cli.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Trained checkpoint.")
+@click.option("--ratio", type=float, required=True, help="Fraction of channels to remove, in (0, 1).")
+@click.option("--importance", type=click.Choice(["magnitude", "bn-scale", "taylor", "lamp"]), default="magnitude",
+              show_default=True)
+@click.option("--global", "global_pruning", is_flag=True, help="Rank channels across all layers (uneven widths).")
+@click.option("--round-to", type=int, default=None, help="Keep channel counts multiples of this (e.g. 8).")
+@click.option("--data", required=True, help="Dataset for fine-tuning (and Taylor gradients).")
+@click.option("--steps", type=int, default=1, show_default=True, help="Iterative pruning steps.")
+@click.option("--step-iters", type=int, default=0, show_default=True, help="Recovery batches between steps.")
+@click.option("--finetune-epochs", type=int, default=10, show_default=True)
+@click.option("--teacher", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Distil from this checkpoint while fine-tuning (e.g. the unpruned model).")
+@click.option("--imgsz", type=int, default=None)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=0.002, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def prune(model_path, ratio, importance, global_pruning, round_to, data, steps, step_iters, finetune_epochs,
+          teacher, imgsz, batch, lr, seed, device, as_json, out):
+    """Structured channel pruning (Torch-Pruning), then fine-tuning; the checkpoint loads like any other."""
+    from generator.compress.prune import prune_and_finetune
+
+    r = prune_and_finetune(model_path, Path(data), ratio, importance, global_pruning, round_to, steps,
+                           finetune_epochs, out, teacher, imgsz, batch, lr, step_iters=step_iters, seed=seed,
+                           device=device, echo=(lambda _: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(r, indent=2, default=str))
+        return
+    rep = r["report"]
+    click.echo(f"wrote {out}: params {rep['params_after']:,} ({rep['params_after'] / rep['params_before']:.0%}), "
+               f"GFLOPs {rep['gflops_after']:.3f} ({rep['gflops_after'] / rep['gflops_before']:.0%}); "
+               f"metrics {r['metrics']}")
+
+
+@cli.command()
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Calibration images: data YAML / dataset folder / COCO JSON (train split) or a folder of images.")
+@click.option("--method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy", show_default=True)
+@click.option("--per-channel", is_flag=True, help="Per-channel weight scales.")
+@click.option("--exclude", multiple=True, help="Node name or glob kept in float (repeatable), e.g. '/head/*'.")
+@click.option("--samples", type=click.IntRange(1), default=64, show_default=True, help="Calibration images.")
+@click.option("--target", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
+              help="cpu: uint8 activations (fastest on x86 ONNX Runtime); tensorrt: symmetric int8 activations.")
+@click.option("--quantize-head", is_flag=True, help="Also quantize the head's output convolutions and decode tail.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--trt-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a TensorRT (<= 10) calibration cache from the same statistics.")
+@click.option("--fp16", is_flag=True, help="Write an FP16 ONNX (float32 inputs/outputs) instead; needs no --data.")
+def quantize(onnx_path, data, method, per_channel, exclude, samples, target, quantize_head, out, trt_cache, fp16):
+    """INT8 post-training calibration on the CPU -> explicit Q/DQ ONNX (+ TensorRT cache)."""
+    from generator.errors import UsageError
+
+    if fp16:
+        if trt_cache or per_channel or exclude or quantize_head:
+            raise UsageError("--fp16 takes no calibration options")
+        from generator.compress.quantize import convert_fp16
+
+        click.echo(f"wrote {convert_fp16(onnx_path, out)}")
+        return
+    if data is None:
+        raise UsageError("--data is required for INT8 calibration (or pass --fp16)")
+    from generator.compress.calibration import calibration_images
+    from generator.compress.quantize import quantize_onnx
+    from generator.export.signature import read_signature
+
+    sig = read_signature(onnx_path)
+    calib = calibration_images(data, sig.height, sig.width, samples)
+    report = quantize_onnx(onnx_path, out, calib, method=method, per_channel=per_channel or target == "tensorrt",
+                           exclude=exclude, keep_head_float=not quantize_head,
+                           activation_type="int8" if target == "tensorrt" else "uint8", trt_cache=trt_cache)
+    click.echo(report.summary())
 
 
 @cli.command("eval")
@@ -199,16 +304,39 @@ def detect(images, url, protocol, model, as_json, draw) -> None:
 
 
 @cli.command()
+@click.option("--variants", required=True, help="NAME=PATH pairs, comma-separated (checkpoints or ONNX files).")
+@click.option("--data", required=True, help="Dataset for mAP (data YAML, folder, or COCO JSON).")
+@click.option("--split", default="val", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write report.json and report.png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bench(variants, data, split, out, as_json) -> None:
+    """Latency and accuracy of variants side by side (ONNX Runtime, CPU), measured in one run."""
+    from generator.bench import run_variants
+    from generator.report import format_table, write_report
+
+    rows = run_variants(variants, Path(data), split, echo=(lambda _: None) if as_json else click.echo)
+    if out is not None:
+        write_report(rows, out)
+    click.echo(json.dumps({"variants": rows}, indent=2) if as_json else format_table(rows))
+
+
+@cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("model_repository"),
               show_default=True, help="Repository folder (a previous tritonforge repository there is replaced).")
-@click.option("--imgsz", type=int, default=320, show_default=True)
-@click.option("--requests", "num_requests", type=int, default=40, show_default=True, help="Requests per protocol for the latency summary.")
+@click.option("--quick", is_flag=True, help="A small budget (about 2 minutes) for a first look and the tests.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep data, checkpoints and ONNX here (default: a temporary folder).")
+@click.option("--epochs", type=int, default=None, help="Override the budget's training epochs.")
+@click.option("--images", "train_images", type=int, default=None, help="Override the number of training images.")
+@click.option("--requests", type=int, default=None, help="Requests per protocol for the latency summary.")
 @click.option("--keep-server", is_flag=True, help="Leave the server running at the end (Ctrl-C stops it).")
-def demo(out, imgsz, num_requests, keep_server) -> None:
-    """Whole path on the CPU: detector -> ONNX -> repository -> served -> requests -> report."""
-    from generator.demo import run_demo
+def demo(out, quick, work, epochs, train_images, requests, keep_server) -> None:
+    """Whole pipeline on the CPU: synthetic data, training, ONNX, repository, served, requests, report."""
+    from generator.demo import budget_from, run_demo
 
-    run_demo(out, imgsz=imgsz, num_requests=num_requests, keep_server=keep_server, echo=click.echo)
+    budget = budget_from(quick, epochs=epochs, train_images=train_images, requests=requests)
+    run_demo(out, budget, work=work, keep_server=keep_server, echo=click.echo)
 
 
 def main(argv=None) -> None:

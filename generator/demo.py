@@ -1,8 +1,9 @@
-"""``tritonforge demo``: the whole serving path on the CPU, end to end.
+"""``tritonforge demo``: the whole path on the CPU, end to end.
 
-detector (yolo-n) -> ONNX -> embedded repository -> bundled Triton -> SDK requests
-over gRPC and HTTP -> detections and a latency summary. The models issue replaces the
-randomly initialised detector with one trained on synthetic data.
+synthetic data -> teacher -> student with and without distillation -> pruned and
+fine-tuned with distillation -> INT8 Q/DQ -> embedded repository -> bundled Triton ->
+held-out images through the SDK -> a report of every variant (table, JSON, PNG), with
+the served mAP next to the offline mAP at the same thresholds.
 """
 
 from __future__ import annotations
@@ -10,12 +11,35 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from generator.errors import UsageError
 
-DEMO_CLASSES = ["circle", "rectangle", "triangle"]
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work the demo does; the defaults fit the documented time limits on 2 cores."""
+
+    train_images: int = 500
+    heldout_images: int = 200
+    imgsz: int = 256
+    epochs: int = 30  # teacher
+    student_epochs: int = 15  # student and student_kd alike
+    finetune_epochs: int = 6  # after pruning
+    prune_ratio: float = 0.4
+    batch: int = 8
+    lr: float = 0.01
+    family: str = "yolo-n"
+    student: str = "mobilenetv3"
+    calib_images: int = 64
+    requests: int = 40
+
+
+DEFAULT = Budget()
+QUICK = Budget(train_images=160, heldout_images=32, imgsz=128, epochs=30, student_epochs=8, finetune_epochs=2,
+               calib_images=16, requests=10)
 
 
 def _check_out(out: Path) -> bool:
@@ -29,65 +53,173 @@ def _check_out(out: Path) -> bool:
 
 def latency_summary(latencies_ms: List[float]) -> Dict[str, float]:
     ordered = sorted(latencies_ms)
+
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
     return {"requests": len(ordered), "mean_ms": statistics.fmean(ordered), "p50_ms": pct(50), "p90_ms": pct(90),
             "p99_ms": pct(99)}
 
 
-def run_demo(out: Path, imgsz: int = 320, num_requests: int = 40, keep_server: bool = False,
-             echo: Callable[[str], None] = print) -> Dict[str, Dict[str, float]]:
-    from tqdm import tqdm
+def heldout_set(folder: Path, images: int, imgsz: int):
+    """Synthetic images from another seed than training; both of its splits, merged."""
+    from generator.data.dataset import load_dataset
+    from generator.data.records import DetectionData
+    from generator.data.synth import synthesize
 
-    from client import DetectionClient
-    from generator.export.onnx_export import export_onnx
-    from generator.models.checkpoint import build_detector
-    from generator.repository.generate import generate
-    from generator.repository.targets import GenerateOptions
-    from generator.samples import write_samples
-    from generator.serve.server import TritonServer, free_port
+    spec = synthesize(folder, images, seed=1, imgsz=imgsz, val_fraction=0.5, progress=False, force=True)
+    parts = [load_dataset(spec, split) for split in ("train", "val")]
+    return DetectionData(parts[0].names, parts[0].samples + parts[1].samples, f"{folder} (held out)")
 
+
+def run_demo(out: Path, budget: Budget = DEFAULT, work: Optional[Path] = None, keep_server: bool = False,
+             echo: Callable[[str], None] = print) -> dict:
+    """Run every step; returns the report dict (also written to ``out/report.json``)."""
     out = Path(out)
     force = _check_out(out)
-    with tempfile.TemporaryDirectory(prefix="tritonforge-demo-") as work:
-        work = Path(work)
-        echo("[1/5] building yolo-n (random weights: training arrives with the models issue)")
-        det = build_detector("yolo-n", len(DEMO_CLASSES), imgsz, DEMO_CLASSES, seed=0)
-        report = export_onnx(det, work / "detector.onnx")
-        echo(f"[2/5] {report.summary()}")
-        repo = generate(work / "detector.onnx", "embedded", out, GenerateOptions(), force=force)
-        echo(f"[3/5] wrote the embedded repository {repo.path}: {', '.join(repo.models)}")
-        samples = write_samples(work / "samples", 8)
-        server = TritonServer(repo.path, free_port(), free_port(), free_port())
-        t0 = time.perf_counter()
-        server.start().wait_ready()
-        echo(f"[4/5] Triton ready in {time.perf_counter() - t0:.1f} s: HTTP {server.endpoints.http}, "
-             f"gRPC {server.endpoints.grpc}")
-        try:
-            summaries = {}
-            for protocol, url in (("grpc", server.endpoints.grpc), ("http", server.endpoints.http)):
-                with DetectionClient(url, protocol=protocol, model=repo.ensemble) as c:
-                    results = c.detect_batch(samples)
-                    if protocol == "grpc":
-                        for path, dets in zip(samples, results):
-                            best = ", ".join(f"{d.class_name} {d.score:.2f}" for d in dets[:3]) or "-"
-                            echo(f"      {path.name}: {len(dets)} detections ({best})")
-                    latencies = []
-                    for i in tqdm(range(num_requests), desc=f"[5/5] {protocol} batch-1 requests", leave=False):
-                        start = time.perf_counter()
-                        c.detect(samples[i % len(samples)])
-                        latencies.append((time.perf_counter() - start) * 1000)
-                    summaries[protocol] = latency_summary(latencies)
-            echo("[5/5] end-to-end latency per image (batch 1, decode + letterbox + model + NMS):")
-            echo(f"      {'protocol':<8} {'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-            for protocol, s in summaries.items():
-                echo(f"      {protocol:<8} {s['mean_ms']:8.1f} {s['p50_ms']:8.1f} {s['p90_ms']:8.1f} {s['p99_ms']:8.1f}")
-            if keep_server:
-                echo("server left running; Ctrl-C stops it")
-                while server.process.poll() is None:
-                    time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
-    return summaries
+    if work is not None:
+        Path(work).mkdir(parents=True, exist_ok=True)
+        return _run(out, force, budget, Path(work), keep_server, echo)
+    with tempfile.TemporaryDirectory(prefix="tritonforge-demo-") as tmp:
+        return _run(out, force, budget, Path(tmp), keep_server, echo)
+
+
+def _run(out: Path, force: bool, budget: Budget, work: Path, keep_server: bool, echo) -> dict:
+    from generator.data.synth import synthesize
+
+    t_start = time.time()
+    data_yaml = synthesize(work / "data", budget.train_images, seed=0, imgsz=budget.imgsz, progress=False, force=True)
+    heldout = heldout_set(work / "heldout", budget.heldout_images, budget.imgsz)
+    echo(f"[1/8] synthetic shapes: {budget.train_images} images for training ({data_yaml.parent}), "
+         f"{len(heldout.samples)} held-out images from another seed")
+    ckpts = _compress_chain(data_yaml, budget, work, echo)
+    return _serve_and_report(out, force, budget, work, heldout, ckpts, keep_server, echo, t_start)
+
+
+def _compress_chain(data_yaml: Path, budget: Budget, work: Path, echo) -> Dict[str, Path]:
+    """teacher -> student (no KD) and student_kd -> pruned_kd; returns the checkpoints."""
+    from generator.compress.distill import run_distill
+    from generator.compress.prune import prune_and_finetune
+    from generator.training.trainer import TrainConfig, train
+
+    quiet = lambda line: None  # noqa: E731
+    ckpts = {name: work / f"{name}.pt" for name in ("teacher", "student", "student_kd", "pruned_kd")}
+    b = budget
+    common = dict(data=str(data_yaml), imgsz=b.imgsz, batch=b.batch, lr=b.lr)
+    r = train(TrainConfig(model=b.family, out=str(ckpts["teacher"]), epochs=b.epochs, **common), echo=quiet)
+    echo(f"[2/8] teacher {b.family}: {b.epochs} epochs in {r.seconds:.0f} s, val mAP50 {r.metrics['map50']:.3f}")
+    r = train(TrainConfig(model=b.student, out=str(ckpts["student"]), epochs=b.student_epochs, **common), echo=quiet)
+    echo(f"[3/8] student {b.student} without distillation: {b.student_epochs} epochs in {r.seconds:.0f} s, "
+         f"val mAP50 {r.metrics['map50']:.3f}")
+    r = run_distill(ckpts["teacher"], b.student, str(data_yaml), ckpts["student_kd"], epochs=b.student_epochs,
+                    imgsz=b.imgsz, batch=b.batch, lr=b.lr, echo=quiet)
+    echo(f"      student {b.student} distilled from the teacher: {r.seconds:.0f} s, val mAP50 {r.metrics['map50']:.3f}")
+    p = prune_and_finetune(ckpts["student_kd"], data_yaml, b.prune_ratio, "lamp", True, 8, 1, b.finetune_epochs,
+                           ckpts["pruned_kd"], teacher=ckpts["student_kd"], imgsz=b.imgsz, batch=b.batch,
+                           echo=quiet, progress=False)
+    rep = p["report"]
+    echo(f"[4/8] pruned student_kd (global LAMP, ratio {b.prune_ratio}, multiples of 8) to "
+         f"{rep['gflops_after'] / rep['gflops_before']:.0%} of its GFLOPs, fine-tuned {b.finetune_epochs} epochs "
+         f"with distillation from the unpruned model: {p['seconds']:.0f} s")
+    return ckpts
+
+
+def _export_variants(ckpts: Dict[str, Path], heldout, budget: Budget, work: Path, echo) -> Dict[str, dict]:
+    """ONNX for every checkpoint (checked on held-out images), plus the INT8 Q/DQ of pruned_kd."""
+    import numpy as np
+
+    from generator.compress.calibration import calibration_images
+    from generator.compress.quantize import quantize_onnx
+    from generator.export.onnx_export import export_onnx
+    from generator.models.checkpoint import load_checkpoint
+    from generator.runtime.imaging import preprocess_bytes
+
+    s = budget.imgsz
+    check = np.stack([preprocess_bytes(x.image_path.read_bytes(), s, s)[0] for x in heldout.samples[:8]])
+    variants, worst = {}, 0.0
+    for name, ckpt in ckpts.items():
+        det = load_checkpoint(ckpt)
+        report = export_onnx(det, work / f"{name}.onnx", check_images=check)
+        worst = max(worst, report.max_abs_diff)
+        variants[name] = {"onnx": work / f"{name}.onnx", "model": det.model}
+    echo(f"[5/8] exported {len(ckpts)} ONNX models (max |onnxruntime - pytorch| on held-out images: {worst:.2e})")
+    calib = calibration_images(work / "data", s, s, budget.calib_images)
+    q = quantize_onnx(variants["pruned_kd"]["onnx"], work / "int8.onnx", calib, method="entropy")
+    variants["int8"] = {"onnx": work / "int8.onnx", "model": variants["pruned_kd"]["model"]}
+    echo(f"      INT8 Q/DQ of pruned_kd: {len(calib)} calibration images, {len(q.excluded)} head/decode nodes kept float")
+    return variants
+
+
+def _serve_and_report(out, force, budget, work, heldout, ckpts, keep_server, echo, t_start) -> dict:
+    from generator.evaluation.coco import evaluate
+    from generator.evaluation.predictors import OnnxRunner, Thresholds, offline_detector
+    from generator.report import format_table, measure_variants, write_report
+    from generator.repository.generate import generate
+    from generator.repository.targets import GenerateOptions
+
+    s = budget.imgsz
+    variants = _export_variants(ckpts, heldout, budget, work, echo)
+    opts = GenerateOptions()
+    repo = generate(variants["int8"]["onnx"], "embedded", out, opts, force=force)
+    echo(f"[6/8] wrote the embedded repository {repo.path} serving the int8 variant: {', '.join(repo.models)}")
+    served_thr = Thresholds(opts.score_threshold, opts.iou_threshold, opts.max_detections)
+    offline_served_thr = evaluate(heldout, offline_detector(OnnxRunner(variants["int8"]["onnx"]), s, s, served_thr),
+                                  progress=False)
+    served, latency = _served(repo, heldout, budget, keep_server, echo)
+    rows = measure_variants(variants, heldout, s, s, echo=echo)
+    echo("[8/8] report (held-out set; mAP at COCO's protocol: score >= 0.001, IoU 0.7, 300 detections)")
+    echo(format_table(rows))
+    echo(f"      served int8 at its thresholds (score {opts.score_threshold}, IoU {opts.iou_threshold}): "
+         f"mAP@0.5:0.95 {served.map50_95:.4f}, mAP@0.5 {served.map50:.4f}; offline at the same thresholds: "
+         f"{offline_served_thr.map50_95:.4f}, {offline_served_thr.map50:.4f}")
+    extra = {"budget": asdict(budget), "served": served.to_json(),
+             "offline": {"onnx_at_served_thresholds": offline_served_thr.to_json()},
+             "serving_latency_batch1": latency, "seconds": round(time.time() - t_start, 1)}
+    path = write_report(rows, out, extra, echo)
+    echo(f"      wrote {path} and {path.with_suffix('.png')} ({extra['seconds']:.0f} s in all)")
+    return {"variants": rows, **extra}
+
+
+def _served(repo, heldout, budget, keep_server, echo):
+    from client import DetectionClient
+    from generator.evaluation.coco import evaluate
+    from generator.evaluation.predictors import endpoint_detector
+    from generator.serve.server import TritonServer, free_port
+
+    server = TritonServer(repo.path, free_port(), free_port(), free_port())
+    t0 = time.perf_counter()
+    server.start().wait_ready()
+    e = server.endpoints
+    echo(f"[7/8] Triton ready in {time.perf_counter() - t0:.1f} s (HTTP {e.http}, gRPC {e.grpc}); "
+         f"sending {len(heldout.samples)} held-out images")
+    try:
+        served = evaluate(heldout, endpoint_detector(e.grpc, "grpc", repo.ensemble), progress=False)
+        latency = {}
+        images = [x.image_path for x in heldout.samples[:8]]
+        for protocol, url in (("grpc", e.grpc), ("http", e.http)):
+            with DetectionClient(url, protocol=protocol, model=repo.ensemble) as c:
+                c.detect(images[0])
+                times = []
+                for i in range(budget.requests):
+                    start = time.perf_counter()
+                    c.detect(images[i % len(images)])
+                    times.append((time.perf_counter() - start) * 1000)
+                latency[protocol] = latency_summary(times)
+        for protocol, summary in latency.items():
+            echo(f"      {protocol:<5} batch-1 end-to-end latency: p50 {summary['p50_ms']:.1f} ms, "
+                 f"p90 {summary['p90_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms")
+        if keep_server:
+            echo("server left running; Ctrl-C stops it")
+            while server.process.poll() is None:
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return served, latency
+
+
+def budget_from(quick: bool, **overrides) -> Budget:
+    """The default or quick budget with the options the user gave."""
+    base = QUICK if quick else DEFAULT
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -10,6 +10,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
+from generator._cpu import denormals_flushed
 from generator._lazy import require
 from generator.runtime import boxes as box_ops
 from generator.runtime import imaging
@@ -33,12 +34,10 @@ class TorchRunner:
 
     def __init__(self, model):
         self.torch = require("torch", "to run a PyTorch detector")
-        # trained detectors produce denormal activations that slow x86 CPUs down ~40x
-        self.torch.set_flush_denormal(True)
         self.model = model.eval()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.no_grad():
+        with self.torch.no_grad(), denormals_flushed(self.torch):
             return self.model(self.torch.from_numpy(x)).numpy()
 
 

@@ -81,9 +81,14 @@ def load_checkpoint(path: Path) -> Detector:
         raise UsageError(f"{path}: not a tritonforge checkpoint (missing format tag {FORMAT!r})")
     names = payload["names"]
     det = build_detector(payload["family"], len(names), payload["imgsz"], names)
+    layout = payload.get("options", {}).get("pruned")
     try:
+        if layout:  # structurally pruned: give the family's layers the stored shapes first
+            from generator.compress.prune_layout import apply_layout
+
+            apply_layout(det.model, layout)
         det.model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, UsageError) as exc:
         raise UsageError(f"{path}: weights do not fit family {payload['family']!r}: {exc}") from exc
     det.options = dict(payload.get("options", {}))
     return det

@@ -101,8 +101,12 @@ class DetectHead(nn.Module):
             box[-1].bias.data[:] = 1.0
             cls[-1].bias.data[: self.nc] = math.log(5 / self.nc / (640 / stride) ** 2)
 
+    def raw_maps(self, feats: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Per-level maps ``[B, 4*reg_max + C, H, W]`` (what training and distillation use)."""
+        return [torch.cat((b(x), c(x)), 1) for x, b, c in zip(feats, self.box, self.cls)]
+
     def forward(self, feats: List[torch.Tensor]):
-        raw = [torch.cat((b(x), c(x)), 1) for x, b, c in zip(feats, self.box, self.cls)]
+        raw = self.raw_maps(feats)
         if self.training:
             return raw
         return self.decode(raw)

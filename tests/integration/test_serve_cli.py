@@ -1,6 +1,6 @@
 """``tritonforge serve`` and ``tritonforge demo`` as a user runs them."""
 
-import os
+import json
 import shutil
 import signal
 import subprocess
@@ -61,19 +61,31 @@ def test_serve_refuses_a_cpu_repository_on_the_bundled_server(served_repo, tmp_p
     assert proc.returncode == 2 and "needs the 'onnxruntime' backend" in out, out
 
 
-def test_demo_runs_end_to_end(tmp_path):
+def test_quick_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "model_repository"
-    env = dict(os.environ)
-    r = subprocess.run([sys.executable, "-m", "generator", "demo", "--out", str(out), "--imgsz", "128",
-                        "--requests", "5"], capture_output=True, text=True, timeout=300, env=env)
+    work = tmp_path / "work"
+    r = subprocess.run([sys.executable, "-m", "generator", "demo", "--quick", "--out", str(out), "--work", str(work)],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "end-to-end latency" in r.stdout and "grpc" in r.stdout and "http" in r.stdout
-    assert (out / "detector_ensemble" / "config.pbtxt").is_file()
+    assert "served" in r.stdout and "batch-1 end-to-end latency" in r.stdout
+    assert (out / "detector_ensemble" / "config.pbtxt").is_file() and (work / "teacher.pt").is_file()
+    report = json.loads((out / "report.json").read_text())
+    rows = report["variants"]
+    assert [r["name"] for r in rows] == ["teacher", "student", "student_kd", "pruned_kd", "int8"]
+    for row in rows:
+        assert set(row) >= {"params", "gflops", "latency_ms_b1", "latency_ms_b8", "map50_95", "map50"}
+        assert row["params"] > 0 and row["gflops"] > 0 and row["latency_ms_b8"] > 0
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["pruned_kd"]["gflops"] < by_name["student_kd"]["gflops"]
+    assert (out / "report.png").stat().st_size > 1000
+    # served and offline runs at the same thresholds see the same images and code: equal mAP
+    served, offline = report["served"], report["offline"]["onnx_at_served_thresholds"]
+    assert abs(served["map50_95"] - offline["map50_95"]) <= 1e-3 and served["images"] == offline["images"]
     # a second run replaces its own previous repository; a foreign folder is refused
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    r = subprocess.run([sys.executable, "-m", "generator", "demo", "--out", str(foreign)],
+    r = subprocess.run([sys.executable, "-m", "generator", "demo", "--quick", "--out", str(foreign)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not a tritonforge repository" in r.stderr
     assert (foreign / "notes.txt").read_text() == "mine"

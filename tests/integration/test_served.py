@@ -122,3 +122,24 @@ def test_unknown_model_and_unreachable_server(server):
     for protocol in ("grpc", "http"):
         with pytest.raises(ServerUnavailableError):
             DetectionClient(f"127.0.0.1:{free_port()}", protocol=protocol, timeout=5).detect(b"x")
+
+
+def test_eval_of_the_endpoint_equals_offline_at_the_same_thresholds(server, tiny_yolo_onnx, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from generator.cli import cli
+    from generator.data.synth import synthesize
+
+    data = synthesize(tmp_path / "shapes", 24, seed=5, imgsz=128, classes=3, progress=False)
+    served = CliRunner().invoke(cli, ["eval", "--data", str(data), "--url", server.endpoints.grpc,
+                                      "--ensemble", "shapes_ensemble", "--json"])
+    assert served.exit_code == 0, served.output
+    thresholds = ["--score-threshold", str(OPTIONS["score_threshold"]), "--iou-threshold",
+                  str(OPTIONS["iou_threshold"]), "--max-detections", str(OPTIONS["max_detections"])]
+    offline = CliRunner().invoke(cli, ["eval", "--data", str(data), "--onnx", str(tiny_yolo_onnx), "--json", *thresholds])
+    assert offline.exit_code == 0, offline.output
+    a, b = json.loads(served.output), json.loads(offline.output)
+    assert a["detections"] == b["detections"] > 0
+    assert a["map50_95"] == pytest.approx(b["map50_95"], abs=1e-6) and a["map50"] == pytest.approx(b["map50"], abs=1e-6)

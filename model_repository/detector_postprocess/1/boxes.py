@@ -28,9 +28,9 @@ def greedy_keep(boxes: np.ndarray, classes: np.ndarray, valid: np.ndarray, iou_t
     """Greedy class-aware NMS for candidates sorted by descending score, whole batch at once.
 
     Candidate j is kept iff no kept candidate i < j of the same class overlaps it by more
-    than ``iou_threshold``. Iterating that rule from "all kept" reaches the greedy result
-    exactly (each pass fixes at least the next element in score order), and in practice
-    in a handful of passes; each pass is one batched matrix product.
+    than ``iou_threshold``. The overlap matrix is computed for the whole batch in one go;
+    the greedy pass then visits, in score order, only the candidates that overlap some
+    later one in some image, each visit one vectorized update across the batch.
     """
     b, k = valid.shape
     if k == 0:
@@ -39,14 +39,9 @@ def greedy_keep(boxes: np.ndarray, classes: np.ndarray, valid: np.ndarray, iou_t
     overlap &= classes[:, :, None] == classes[:, None, :]
     overlap &= np.triu(np.ones((k, k), dtype=bool), 1)[None]
     overlap &= valid[:, :, None] & valid[:, None, :]
-    m = overlap.astype(np.float32)
     keep = valid.copy()
-    for _ in range(k):
-        suppressed = np.matmul(keep.astype(np.float32)[:, None, :], m)[:, 0, :] > 0
-        new_keep = valid & ~suppressed
-        if np.array_equal(new_keep, keep):
-            break
-        keep = new_keep
+    for i in np.nonzero(overlap.any(axis=(0, 2)))[0]:
+        keep &= ~(overlap[:, i, :] & keep[:, i:i + 1])
     return keep
 
 

@@ -1,0 +1,184 @@
+"""Knowledge distillation for the anchor-free head: objectness-scaled distillation
+(Mehta & Ozturk, "Object detection at 200 Frames Per Second", 2018), adapted, plus
+feature imitation on the neck through learned 1x1 adapters.
+
+Adaptation to an anchor-free head without an objectness output: the teacher's
+*objectness* at an anchor point is its highest class probability ``o_T = max_c p_T``.
+
+- objectness term: the student's objectness ``o_S = max_c p_S`` is pulled toward
+  ``o_T`` at every anchor point (binary cross-entropy with soft targets);
+- class term: BCE between the student's class logits and the teacher's probabilities,
+  weighted by ``o_T`` so that background points (where the teacher's classes are noise)
+  contribute little;
+- box term: KL divergence between the teacher's and the student's DFL distributions of
+  the four box sides, weighted by ``o_T`` likewise;
+- feature-map NMS: before weighting, ``o_T`` is kept only at points that are the maximum
+  of their 3x3 neighbourhood on their level (the grid analogue of the paper's NMS over
+  neighbouring cells and anchors), so a cluster of duplicate teacher predictions does
+  not dominate the loss;
+- feature imitation: MSE between ``adapter(student neck level)`` and the teacher's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generator.errors import UsageError
+from generator.training.loss import split_raw
+
+
+@dataclass(frozen=True)
+class KDWeights:
+    obj: float = 1.0
+    cls: float = 1.0
+    box: float = 1.0
+    feat: float = 1.0
+    nms_kernel: int = 3
+
+
+class _NeckTap:
+    """Keeps the latest output of a model's neck (its P3-P5 features)."""
+
+    def __init__(self, model: nn.Module):
+        self.features: Optional[List[torch.Tensor]] = None
+        neck = getattr(model, "neck", None)
+        self.handle = neck.register_forward_hook(self._keep) if neck is not None else None
+
+    def _keep(self, module, inputs, output):  # noqa: ARG002
+        self.features = list(output)
+
+
+def feature_map_nms(objectness: List[torch.Tensor], kernel: int) -> torch.Tensor:
+    """Per-level ``[B, H, W]`` objectness -> flattened ``[B, A]``, zero where not a local maximum."""
+    kept = []
+    for o in objectness:
+        peak = F.max_pool2d(o[:, None], kernel, 1, kernel // 2)[:, 0]
+        kept.append((o * (o >= peak)).flatten(1))
+    return torch.cat(kept, 1)
+
+
+class ObjectnessScaledKD(nn.Module):
+    """Callable as the trainer's ``extra_loss``; its adapters are trained with the student."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, imgsz: int, weights: KDWeights = KDWeights()):
+        super().__init__()
+        if teacher.head.nc != student.head.nc:
+            raise UsageError(f"teacher has {teacher.head.nc} classes but the student has {student.head.nc}")
+        if teacher.head.reg_max != student.head.reg_max or teacher.head.strides != student.head.strides:
+            raise UsageError("teacher and student heads differ in DFL bins or strides")
+        self.teacher = [teacher.eval().requires_grad_(False)]  # a list: not a registered submodule
+        self.weights = weights
+        self.t_tap, self.s_tap = _NeckTap(teacher), _NeckTap(student)
+        self.adapters = self._make_adapters(teacher, student, imgsz)
+
+    def _make_adapters(self, teacher, student, imgsz: int) -> nn.ModuleList:
+        if self.weights.feat <= 0 or self.t_tap.handle is None or self.s_tap.handle is None:
+            return nn.ModuleList()
+        probe = torch.zeros(1, 3, imgsz, imgsz)
+        was = student.training
+        with torch.no_grad():
+            teacher(probe)
+            student.eval()(probe)
+        student.train(was)
+        pairs = zip(self.s_tap.features, self.t_tap.features)
+        return nn.ModuleList(nn.Conv2d(s.shape[1], t.shape[1], 1) for s, t in pairs)
+
+    def teacher_outputs(self, images: torch.Tensor):
+        teacher = self.teacher[0]
+        if next(teacher.parameters()).device != images.device:
+            teacher.to(images.device)
+        with torch.no_grad():
+            teacher(images)
+            feats = self.t_tap.features
+            return teacher.head.raw_maps(feats), feats
+
+    def forward(self, model, images, raw, targets=None):  # noqa: ARG002  (trainer's extra_loss signature)
+        """KD loss for the batch the student just saw (its raw maps and neck features)."""
+        t_raw, t_feats = self.teacher_outputs(images)
+        loss = self.prediction_terms(raw, t_raw)
+        if len(self.adapters) and self.s_tap.features is not None:
+            loss = loss + self.weights.feat * self.feature_term(self.s_tap.features, t_feats)
+        return loss * images.shape[0]
+
+    def prediction_terms(self, s_raw: List[torch.Tensor], t_raw: List[torch.Tensor]) -> torch.Tensor:
+        head, w = self.teacher[0].head, self.weights
+        s_dist, s_logits = split_raw(s_raw, head.nc, head.reg_max)
+        t_dist, t_logits = split_raw(t_raw, head.nc, head.reg_max)
+        t_prob = t_logits.sigmoid()
+        o_t = t_prob.amax(-1)  # [B, A]
+        loss_obj = F.binary_cross_entropy_with_logits(s_logits.amax(-1), o_t)
+        levels = [r.shape[2:] for r in t_raw]
+        per_level = o_t.split([h * wd for h, wd in levels], 1)
+        weight = feature_map_nms([o.view(-1, h, wd) for o, (h, wd) in zip(per_level, levels)], w.nms_kernel)
+        norm = weight.sum().clamp(min=1e-6)
+        loss_cls = (F.binary_cross_entropy_with_logits(s_logits, t_prob, reduction="none").sum(-1) * weight).sum() / norm
+        b, a, _ = s_dist.shape
+        s_log = F.log_softmax(s_dist.view(b, a, 4, head.reg_max), -1)
+        t_soft = F.softmax(t_dist.view(b, a, 4, head.reg_max), -1)
+        kl = (t_soft * (t_soft.clamp(min=1e-9).log() - s_log)).sum(-1).mean(-1)  # [B, A]
+        loss_box = (kl * weight).sum() / norm
+        return w.obj * loss_obj + w.cls * loss_cls + w.box * loss_box
+
+    def feature_term(self, s_feats: List[torch.Tensor], t_feats: List[torch.Tensor]) -> torch.Tensor:
+        return sum(F.mse_loss(adapter(s), t) for adapter, s, t in zip(self.adapters, s_feats, t_feats)) / len(s_feats)
+
+
+class WithUnlabelled:
+    """KD on labelled batches plus, each step, one batch of unlabelled images (teacher targets only)."""
+
+    def __init__(self, kd: ObjectnessScaledKD, loader):
+        self.kd, self.loader, self._it = kd, loader, iter(loader)
+
+    def _next(self):
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            return next(self._it)
+
+    def __call__(self, model, images, raw, targets=None):
+        loss = self.kd(model, images, raw, targets)
+        extra, _ = self._next()
+        extra = extra.to(images.device, memory_format=torch.channels_last)
+        return loss + self.kd(model, extra, model(extra), None)
+
+
+def run_distill(teacher_ckpt, student: str, data: str, out, epochs: int = 30, imgsz: Optional[int] = None,
+                batch: int = 8, lr: float = 0.01, weights: KDWeights = KDWeights(), unlabelled=None,
+                seed: int = 0, echo=print, progress: bool = True):
+    """Train ``student`` (family name or checkpoint) on ``data`` with KD from ``teacher_ckpt``."""
+    from pathlib import Path
+
+    from generator.data.dataset import load_dataset
+    from generator.data.folder import load_image_folder
+    from generator.data.loader import TrainDataset, collate
+    from generator.models.checkpoint import build_detector, load_checkpoint
+    from generator.training.trainer import TrainConfig, train
+
+    teacher = load_checkpoint(Path(teacher_ckpt))
+    names = load_dataset(Path(data), "train").names
+    if list(teacher.names) != list(names):
+        raise UsageError(f"{teacher_ckpt}: teacher classes {teacher.names} differ from the dataset's {list(names)}")
+    size = imgsz or teacher.imgsz
+    if student.endswith((".pt", ".pth")):
+        det = load_checkpoint(Path(student))
+    else:
+        det = build_detector(student, len(names), size, list(names), seed=seed)
+    if det.num_classes != teacher.num_classes:
+        raise UsageError(f"teacher has {teacher.num_classes} classes but student {student} has {det.num_classes}")
+    kd = ObjectnessScaledKD(teacher.model, det.model, size, weights)
+    loss = kd
+    if unlabelled:
+        extra = TrainDataset(load_image_folder(Path(unlabelled), names), size, augment=True, seed=seed + 1)
+        loader = torch.utils.data.DataLoader(extra, batch_size=batch, shuffle=True, collate_fn=collate,
+                                             generator=torch.Generator().manual_seed(seed))
+        loss = WithUnlabelled(kd, loader)
+    cfg = TrainConfig(data=data, model=student, out=str(out), imgsz=size, epochs=epochs, batch=batch, lr=lr, seed=seed)
+    info = {"distilled_from": str(teacher_ckpt), "kd_weights": {k: float(v) for k, v in vars(weights).items()}}
+    return train(cfg, echo=echo, progress=progress, detector=det, extra_loss=loss, extra_modules=[kd.adapters],
+                 checkpoint_extra=info)
