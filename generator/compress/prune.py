@@ -40,7 +40,7 @@ from generator._cpu import denormals_flushed
 from generator._lazy import require
 from generator.compress.prune_layout import apply_layout, pruned_layout
 from generator.errors import UsageError
-from generator.models.checkpoint import FORMAT, Detector, build_detector, load_checkpoint, save_checkpoint
+from generator.models.checkpoint import Detector, load_checkpoint, save_checkpoint
 from generator.models.profile import count_params, gflops
 
 torch = require("torch", "to prune a detector")
@@ -380,26 +380,8 @@ def save_pruned(det: Detector, path: Path, extra: Optional[Dict[str, Any]] = Non
 
 
 def load_pruned(path: Path) -> Detector:
-    """Load a checkpoint, pruned (``options["pruned"]``) or not."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UsageError(f"{path}: not a readable tritonforge checkpoint ({type(exc).__name__}: {exc})") from exc
-    layout = payload.get("options", {}).get("pruned") if isinstance(payload, dict) else None
-    if not layout or payload.get("format") != FORMAT:
-        return load_checkpoint(path)  # its checks and messages (and, once it applies layouts, all of it)
-    names = payload["names"]
-    det = build_detector(payload["family"], len(names), payload["imgsz"], names)
-    try:
-        apply_layout(det.model, layout)
-        det.model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, UsageError) as exc:
-        raise UsageError(f"{path}: pruned weights do not fit family {payload['family']!r}: {exc}") from exc
-    det.options = dict(payload.get("options", {}))
-    return det
+    """Load a checkpoint, pruned (``options["pruned"]``) or not: ``load_checkpoint`` applies the layout."""
+    return load_checkpoint(Path(path))
 
 
 # ---------------------------------------------------------------------------- fine-tuning
@@ -436,7 +418,7 @@ def finetune(model, loader, iters: int, lr: float, *, weight_decay: float = 5e-4
     from tqdm import tqdm
 
     from generator.training.loss import DetectionLoss
-    from generator.training.trainer import lr_at, param_groups
+    from generator.training.trainer import lr_at, param_groups, train_step
 
     device = device or next(model.parameters()).device
     model.to(memory_format=torch.channels_last).train()
@@ -451,16 +433,7 @@ def finetune(model, loader, iters: int, lr: float, *, weight_decay: float = 5e-4
                                                    leave=False)):
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, iters, max(1, warmup_iters), lr, final_lr_ratio)
-        images = images.to(device, memory_format=torch.channels_last)
-        raw = model(images)
-        loss, parts = criterion(raw, targets.to(device))
-        if extra_loss is not None:
-            loss = loss + extra_loss(model, images, raw, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        running += parts.cpu()
+        running += train_step(model, optimizer, criterion, images, targets, device, extra_loss)
     model.zero_grad(set_to_none=True)
     running /= max(1, iters)
     return {"box": float(running[0]), "cls": float(running[1]), "dfl": float(running[2])}

@@ -147,17 +147,8 @@ def _train(cfg, echo, progress, detector, extra_loss, extra_modules, checkpoint_
             step = epoch * per_epoch + i
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.final_lr_ratio)
-            images = images.to(device, memory_format=torch.channels_last)
-            raw = model(images)
-            loss, parts = criterion(raw, targets.to(device))
-            if extra_loss is not None:
-                loss = loss + extra_loss(model, images, raw, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            optimizer.step()
+            running += train_step(model, optimizer, criterion, images, targets, device, extra_loss)
             ema.update(model)
-            running += parts.cpu()
             bar.set_postfix(box=f"{running[0] / (i + 1):.3f}", cls=f"{running[1] / (i + 1):.3f}",
                             dfl=f"{running[2] / (i + 1):.3f}")
         record = {"epoch": epoch + 1, "box": float(running[0] / per_epoch), "cls": float(running[1] / per_epoch),
@@ -171,6 +162,21 @@ def _train(cfg, echo, progress, detector, extra_loss, extra_modules, checkpoint_
         _save(Detector(ema.ema, det.family, list(train_data.names), cfg.imgsz, det.options), out, cfg,
               model, optimizer, ema, epoch, history, save_checkpoint, checkpoint_extra)
     return TrainResult(out, cfg.epochs, time.time() - t0, metrics, history)
+
+
+def train_step(model, optimizer, criterion, images, targets, device, extra_loss=None):
+    """One optimisation step (channels-last, gradient clipping); returns the detached loss parts."""
+    torch = require("torch")
+    images = images.to(device, memory_format=torch.channels_last)
+    raw = model(images)
+    loss, parts = criterion(raw, targets.to(device))
+    if extra_loss is not None:
+        loss = loss + extra_loss(model, images, raw, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    optimizer.step()
+    return parts.cpu()
 
 
 def _initial_detector(cfg, names, build_detector, load_checkpoint):

@@ -266,7 +266,7 @@ def test_load_pruned_reads_plain_checkpoints_and_rejects_foreign_layouts(tmp_pat
     payload = torch.load(tmp_path / "plain.pt", weights_only=True)
     payload["options"]["pruned"] = {"backbone.stem.conv": {"in": 3, "out": 8, "groups": 1}}
     torch.save(payload, tmp_path / "bad.pt")
-    with pytest.raises(UsageError, match="bad.pt: pruned weights do not fit family 'yolo-n'"):
+    with pytest.raises(UsageError, match="bad.pt: weights do not fit family 'yolo-n'"):
         load_pruned(tmp_path / "bad.pt")
 
 
