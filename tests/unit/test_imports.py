@@ -16,8 +16,8 @@ def test_import_client_imports_neither_torch_nor_generator():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["export", "--help"], ["generate", "--help"], ["serve", "--help"],
-                                  ["detect", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["data", "synth", "--help"]] + [[cmd, "--help"] for cmd in (
+    "export", "generate", "serve", "detect", "demo", "train", "distill", "prune", "quantize", "eval", "bench")])
 def test_help_does_not_import_torch(argv):
     code = ("import sys; from click.testing import CliRunner; from generator.cli import cli; "
             f"r = CliRunner().invoke(cli, {argv!r}); assert r.exit_code == 0, r.output; "
