@@ -133,12 +133,11 @@ def _export_variants(ckpts: Dict[str, Path], heldout, budget: Budget, work: Path
 
     from generator.compress.calibration import calibration_images
     from generator.compress.quantize import quantize_onnx
-    from generator.export.onnx_export import export_onnx
+    from generator.export.onnx_export import export_onnx, letterboxed_samples
     from generator.models.checkpoint import load_checkpoint
-    from generator.runtime.imaging import preprocess_bytes
 
     s = budget.imgsz
-    check = np.stack([preprocess_bytes(x.image_path.read_bytes(), s, s)[0] for x in heldout.samples[:8]])
+    check = letterboxed_samples(heldout.samples[:8], s)
     variants, worst = {}, 0.0
     for name, ckpt in ckpts.items():
         det = load_checkpoint(ckpt)

@@ -10,7 +10,6 @@ import numpy as np
 
 from generator.errors import UsageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DATASET_SUFFIXES = (".json", ".yaml", ".yml")
 DATA_YAML_NAMES = ("data.yaml", "data.yml")
 MIN_IMAGES = 8
@@ -33,8 +32,9 @@ def calibration_paths(source: Path, count: int, min_images: int = MIN_IMAGES) ->
         paths = [Path(s.image_path) for s in load_dataset(source, "train").samples]
         where = f"in the train split of {source}"
     elif source.is_dir():
-        paths = sorted((p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                       key=lambda p: p.relative_to(source).as_posix())
+        from generator.data.folder import image_files
+
+        paths = image_files(source)
         where = f"under {source}"
     else:
         raise UsageError(f"{source}: not a folder of images or a dataset (COCO .json, data .yaml, "

@@ -9,7 +9,7 @@ from generator.data.imagesize import image_size
 from generator.data.records import DetectionData, Sample, empty_boxes, empty_classes
 from generator.errors import UsageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes
 
 
 def image_files(folder: Path):

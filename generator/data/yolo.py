@@ -23,11 +23,11 @@ from typing import List, Tuple
 import numpy as np
 
 from generator._lazy import require
+from generator.data.folder import image_files
 from generator.data.imagesize import image_size
 from generator.data.records import DetectionData, Sample
 from generator.errors import UsageError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # normalized coordinates may overshoot 0..1 by this much (float rounding in converters)
 COORD_TOLERANCE = 1e-3
 YAML_NAMES = ("data.yaml", "data.yml")
@@ -133,7 +133,7 @@ def split_images(cfg: dict, split: str, root: Path, path: Path) -> List[Path]:
         target = Path(str(item))
         target = target if target.is_absolute() else root / target
         if target.is_dir():
-            found = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = image_files(target)
             if not found:
                 raise UsageError(f"{path}: {split}: no images found under {target}")
         elif target.is_file() and target.suffix == ".txt":

@@ -103,10 +103,15 @@ def _check_batch(imgsz: int, images: Optional[np.ndarray]):
 def check_images_from(data_spec: Path, imgsz: int, count: int = 8) -> np.ndarray:
     """Letterboxed validation images of a dataset, for the export check."""
     from generator.data.dataset import load_dataset
+
+    return letterboxed_samples(load_dataset(Path(data_spec), "val").samples[:count], imgsz)
+
+
+def letterboxed_samples(samples, imgsz: int) -> np.ndarray:
+    """Samples' images as the server feeds them to the detector: ``[N, 3, S, S]`` float32."""
     from generator.runtime.imaging import preprocess_bytes
 
-    data = load_dataset(Path(data_spec), "val")
-    return np.stack([preprocess_bytes(s.image_path.read_bytes(), imgsz, imgsz)[0] for s in data.samples[:count]])
+    return np.stack([preprocess_bytes(s.image_path.read_bytes(), imgsz, imgsz)[0] for s in samples])
 
 
 def _compare(model, path: Path, x) -> float:
