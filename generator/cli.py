@@ -201,6 +201,46 @@ def quantize(onnx_path, data, method, per_channel, exclude, samples, target, qua
     click.echo(report.summary())
 
 
+@cli.command()
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Detector ONNX (FP32, FP16, or Q/DQ INT8 from `tritonforge quantize`).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Plan to write, e.g. model.plan.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True)
+@click.option("--min-batch", type=int, default=1, show_default=True)
+@click.option("--opt-batch", type=int, default=4, show_default=True, help="Batch size TensorRT tunes for.")
+@click.option("--max-batch", type=int, default=8, show_default=True)
+@click.option("--workspace", type=int, default=None, help="Builder workspace limit in MiB (default: TensorRT's).")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read and update this timing cache (faster rebuilds on the same GPU).")
+@click.option("--dla-core", type=int, default=None, help="Build for this DLA core (Jetson), GPU fallback on.")
+@click.option("--calibrator", type=click.Choice(["entropy", "entropy2", "minmax"]), default=None,
+              help="Implicit INT8 calibration (TensorRT <= 10) on --data.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Calibration images: data YAML / dataset folder / COCO JSON (train split) or a folder of images.")
+@click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="INT8 scales from a TensorRT calibration cache (e.g. `tritonforge quantize --trt-cache`).")
+@click.option("--nms/--no-nms", default=False, show_default=True,
+              help="Put EfficientNMS_TRT in the plan (outputs num_detections, detection_boxes/scores/classes).")
+@click.option("--score-threshold", type=float, default=0.25, show_default=True, help="With --nms.")
+@click.option("--iou-threshold", type=float, default=0.45, show_default=True, help="With --nms.")
+@click.option("--max-detections", type=int, default=100, show_default=True, help="With --nms.")
+def build(onnx_path, out, precision, min_batch, opt_batch, max_batch, workspace, timing_cache, dla_core, calibrator,
+          data, calib_cache, nms, score_threshold, iou_threshold, max_detections) -> None:
+    """TensorRT plan from an ONNX (needs TensorRT and an NVIDIA GPU); writes build.json beside it."""
+    from generator.export.trt_build import BuildOptions, build_info_path, build_plan
+
+    opts = BuildOptions(precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                        workspace=workspace, timing_cache=timing_cache, dla_core=dla_core, calibrator=calibrator,
+                        data=data, calib_cache=calib_cache, nms=nms, score_threshold=score_threshold,
+                        iou_threshold=iou_threshold, max_detections=max_detections)
+    argv = ["tritonforge", *sys.argv[1:]] if sys.argv[1:2] == ["build"] else None  # None: rebuilt from opts
+    info = build_plan(onnx_path, out, opts, argv=argv, echo=click.echo)
+    nms_text = f", EfficientNMS (max {info['max_detections']})" if info["nms"] else ""
+    click.echo(f"wrote {out} ({info['plan']['bytes'] / 1e6:.1f} MB): {info['precision']}, batch "
+               f"{info['min_batch']}..{info['max_batch']} (opt {info['opt_batch']}){nms_text}; TensorRT "
+               f"{info['tensorrt']} on {info['gpu']['name']} in {info['seconds']:.0f} s; record {build_info_path(out)}")
+
+
 @cli.command("eval")
 @click.option("--data", required=True, help="data YAML, dataset folder, or COCO JSON.")
 @click.option("--split", default="val", show_default=True)
@@ -232,34 +272,52 @@ def evaluate(data, split, checkpoint, onnx_path, url, protocol, ensemble, score_
 
 @cli.command()
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), required=True, help="Detector ONNX.")
-@click.option("--target", default="embedded", show_default=True, help="embedded | cpu (| plugins).")
+@click.option("--target", default="embedded", show_default=True, help="embedded | cpu | gpu | jetson (| plugins).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Repository folder.")
 @click.option("--name", default="detector", show_default=True, help="Base model name.")
-@click.option("--max-batch", type=int, default=8, show_default=True)
-@click.option("--instances", type=int, default=1, show_default=True, help="Detector instances.")
-@click.option("--preprocess-instances", type=int, default=2, show_default=True)
+@click.option("--max-batch", type=int, default=None, help="Max batch size [8; jetson 4].")
+@click.option("--instances", type=int, default=None, help="Detector instances [1].")
+@click.option("--preprocess-instances", type=int, default=None, help="Preprocess instances [2; jetson 1].")
 @click.option("--queue-delay-us", type=int, default=2000, show_default=True, help="Dynamic batching queue delay.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Run each request as it comes (for comparisons).")
 @click.option("--score-threshold", type=float, default=0.25, show_default=True)
 @click.option("--iou-threshold", type=float, default=0.45, show_default=True)
 @click.option("--max-detections", type=int, default=100, show_default=True)
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Class names, one a line.")
+@click.option("--plan", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="gpu: a TensorRT plan to put in place (its build.json is read); else build_plans.sh builds it.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="gpu/jetson: plan precision for build_plans.sh [fp16; int8 for a Q/DQ ONNX].")
+@click.option("--nms", type=click.Choice(["postprocess", "engine"]), default=None,
+              help="gpu/jetson: NMS in the postprocess stage or inside the plan (EfficientNMS) [postprocess].")
+@click.option("--opt-batch", type=int, default=None, help="gpu/jetson: optimization-profile opt batch [max batch].")
+@click.option("--workspace", "workspace_mib", type=int, default=None, help="gpu/jetson: builder workspace MiB [2048; jetson 1024].")
+@click.option("--dla-core", type=int, default=None, help="jetson: build the plan for this DLA core (GPU fallback).")
+@click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="gpu/jetson int8 without Q/DQ: TensorRT calibration cache (tritonforge quantize --trt-cache).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 def generate(onnx_path, target, out, name, max_batch, instances, preprocess_instances, queue_delay_us,
-             no_dynamic_batching, score_threshold, iou_threshold, max_detections, labels, force) -> None:
+             no_dynamic_batching, score_threshold, iou_threshold, max_detections, labels, plan, precision, nms,
+             opt_batch, workspace_mib, dla_core, calib_cache, force) -> None:
     """Write a Triton model repository (preprocess -> detector -> postprocess, ensemble)."""
     from generator.repository.generate import generate as run, read_labels
     from generator.repository.targets import GenerateOptions
 
-    opts = GenerateOptions(name, max_batch, instances, preprocess_instances, queue_delay_us,
-                           not no_dynamic_batching, score_threshold, iou_threshold, max_detections,
-                           read_labels(labels))
+    given = dict(max_batch_size=max_batch, detector_instances=instances, preprocess_instances=preprocess_instances,
+                 workspace_mib=workspace_mib)
+    opts = GenerateOptions.for_target(
+        target, name=name, queue_delay_us=queue_delay_us, dynamic_batching=not no_dynamic_batching,
+        score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
+        labels=read_labels(labels), plan=plan, precision=precision, nms=nms, opt_batch=opt_batch, dla_core=dla_core,
+        calib_cache=calib_cache, **{k: v for k, v in given.items() if v is not None})
     repo = run(onnx_path, target, out, opts, force=force)
     sig = repo.signature
     click.echo(f"wrote {repo.path} ({repo.target}): {', '.join(repo.models)}")
     click.echo(f"detector {sig.input_name} [N,3,{sig.height},{sig.width}] -> {sig.output_name} "
                f"[N,{4 + sig.num_classes},{sig.num_anchors}], {sig.num_classes} classes; "
                f"send images to {repo.ensemble}")
+    for step in repo.next_steps:
+        click.echo(f"next: {step}")
 
 
 @cli.command()

@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
     except Exception:
         has_gpu = False
     for item in items:
-        if "gpu" in item.keywords and not has_gpu:
+        if item.get_closest_marker("gpu") and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU with CUDA (pycuda)"))
 
 
@@ -45,7 +45,7 @@ def pb_utils(monkeypatch):
     sys.path.insert(0, str(TESTS / "fakes"))
     fake = importlib.import_module("triton_python_backend_utils")
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
-    for name in ("preprocess", "postprocess", "detector_ort"):
+    for name in ("preprocess", "preprocess_gpu", "postprocess", "detector_ort"):
         sys.modules.pop(f"generator.runtime.{name}", None)
     yield fake
     sys.path.remove(str(TESTS / "fakes"))

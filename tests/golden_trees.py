@@ -12,15 +12,17 @@ import tempfile
 from pathlib import Path
 
 GOLDEN = Path(__file__).parent / "golden"
-TARGETS = ("embedded", "cpu")
-VERBATIM = {".onnx", ".py"}  # copies of source files: compared with their sources, not stored
+TARGETS = ("embedded", "cpu", "gpu", "jetson")
+VERBATIM = {".onnx", ".py", ".cu"}  # copies of source files: compared with their sources, not stored
 
 
-def golden_options():
+def golden_options(target: str = "embedded"):
     from generator.repository.targets import GenerateOptions
 
-    return GenerateOptions(name="shapes", max_batch_size=8, detector_instances=1, preprocess_instances=2,
-                           queue_delay_us=500, score_threshold=0.3, iou_threshold=0.5, max_detections=50)
+    common = dict(name="shapes", queue_delay_us=500, score_threshold=0.3, iou_threshold=0.5, max_detections=50)
+    if target == "jetson":  # the target's own sizes, on a DLA core
+        return GenerateOptions.for_target(target, dla_core=0, **common)
+    return GenerateOptions.for_target(target, max_batch_size=8, detector_instances=1, preprocess_instances=2, **common)
 
 
 def build(target: str, work: Path, out: Path) -> Path:
@@ -29,7 +31,7 @@ def build(target: str, work: Path, out: Path) -> Path:
     from generator.repository.generate import generate
 
     onnx = make_models.contract_onnx(work / "contract.onnx")
-    generate(onnx, target, out, golden_options())
+    generate(onnx, target, out, golden_options(target))
     return onnx
 
 

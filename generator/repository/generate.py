@@ -21,6 +21,7 @@ class GeneratedRepository:
     ensemble: str
     models: List[str]
     signature: DetectorSignature
+    next_steps: List[str]
 
 
 def read_labels(path: Optional[Path]) -> Optional[List[str]]:
@@ -43,6 +44,7 @@ def generate(onnx: Path, target: str, out: Path, opts: GenerateOptions, force: b
     """Write the repository; the destination is checked before any work starts."""
     opts.validate()
     chosen = get_target(target)
+    chosen.check_options(opts)
     out = Path(out)
     check_destination(out.absolute(), force)
     sig = read_signature(Path(onnx))
@@ -51,6 +53,8 @@ def generate(onnx: Path, target: str, out: Path, opts: GenerateOptions, force: b
     readme = render_template(
         "repository_README.md.j2", target=chosen, sig=sig, opts=opts, models=[m.stage for m in models],
     )
-    root = {"tritonforge.json": chosen.manifest(Path(onnx), sig, opts, sha).encode(), "README.md": readme.encode()}
+    root = {"tritonforge.json": chosen.manifest(Path(onnx), sig, opts, sha).encode(), "README.md": readme.encode(),
+            **chosen.root_files(Path(onnx), sig, opts)}
     path = write_repository(out, models, root, force)
-    return GeneratedRepository(path, chosen.name, f"{opts.name}_ensemble", [m.stage.name for m in models], sig)
+    steps = [f"cd {path} && {step}" for step in chosen.serve_steps(opts)]
+    return GeneratedRepository(path, chosen.name, f"{opts.name}_ensemble", [m.stage.name for m in models], sig, steps)

@@ -117,6 +117,19 @@ class OnnxRuntimeStage(BatchedStage):
     template = "onnxruntime.pbtxt.j2"
 
 
+@dataclass
+class TensorRTStage(BatchedStage):
+    """``platform: "tensorrt_plan"``: a serialized engine in ``1/model.plan``.
+
+    ``max_batch_size`` must lie inside the plan's optimization profile; the dynamic
+    batcher's preferred sizes are chosen inside it too.
+    """
+
+    model_filename: str = "model.plan"
+    instance_kind: str = "KIND_GPU"
+    template = "tensorrt.pbtxt.j2"
+
+
 @dataclass(frozen=True)
 class EnsembleStep:
     model_name: str

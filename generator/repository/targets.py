@@ -35,6 +35,14 @@ class GenerateOptions:
     iou_threshold: float = 0.45
     max_detections: int = 100
     labels: Optional[List[str]] = None
+    # TensorRT targets (gpu, jetson)
+    plan: Optional[Path] = None  # gpu: a built plan to put in place (its build.json is read if present)
+    precision: Optional[str] = None  # plan precision for build_plans.sh; default fp16 (int8 for a Q/DQ ONNX)
+    nms: Optional[str] = None  # postprocess | engine (EfficientNMS inside the plan); default: the plan's, else postprocess
+    opt_batch: Optional[int] = None  # optimization-profile opt batch; default: max batch
+    workspace_mib: int = 2048
+    dla_core: Optional[int] = None  # jetson: build for this DLA core (GPU fallback allowed)
+    calib_cache: Optional[Path] = None  # int8 without Q/DQ: TensorRT calibration cache (TensorRT <= 10)
 
     def validate(self) -> "GenerateOptions":
         check_model_name(self.name, "--name")
@@ -46,11 +54,38 @@ class GenerateOptions:
             (0.0 <= self.score_threshold < 1.0, f"--score-threshold must be in [0, 1), got {self.score_threshold}"),
             (0.0 < self.iou_threshold <= 1.0, f"--iou-threshold must be in (0, 1], got {self.iou_threshold}"),
             (self.max_detections >= 1, f"--max-detections must be >= 1, got {self.max_detections}"),
+            (self.precision in (None,) + PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (self.nms in (None,) + NMS_MODES, f"--nms must be one of {', '.join(NMS_MODES)}, got {self.nms!r}"),
+            (self.opt_batch is None or 1 <= self.opt_batch <= self.max_batch_size,
+             f"--opt-batch must be within 1..--max-batch ({self.max_batch_size}), got {self.opt_batch}"),
+            (self.workspace_mib >= 64, f"--workspace must be >= 64 MiB, got {self.workspace_mib}"),
+            (self.dla_core is None or self.dla_core >= 0, f"--dla-core must be >= 0, got {self.dla_core}"),
+            (self.plan is None or Path(self.plan).is_file(), f"--plan not found: {self.plan}"),
+            (self.calib_cache is None or Path(self.calib_cache).is_file(), f"--calib-cache not found: {self.calib_cache}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
         return self
+
+    @classmethod
+    def for_target(cls, target: str, **given) -> "GenerateOptions":
+        """Options for ``target``: what the user gave over the target's defaults (e.g. Jetson memory)."""
+        return cls(**{**get_target(target).defaults, **given})
+
+    def describe(self) -> dict:
+        """JSON-ready options for the manifest; files by name only (no machine paths)."""
+        out = asdict(self)
+        for key in ("plan", "calib_cache"):
+            out[key] = Path(out[key]).name if out[key] is not None else None
+        return out
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+NMS_MODES = ("postprocess", "engine")
+# options only the TensorRT targets understand: name -> CLI flag
+_TRT_ONLY = {"plan": "--plan", "precision": "--precision", "opt_batch": "--opt-batch", "dla_core": "--dla-core",
+             "calib_cache": "--calib-cache", "nms": "--nms"}
 
 
 @dataclass
@@ -67,6 +102,21 @@ class Target:
     name = ""
     description = ""
     backends: frozenset = frozenset({"python"})  # Triton backends the repository needs
+    defaults: Dict[str, object] = {}  # GenerateOptions defaults of this target (GenerateOptions.for_target)
+
+    def check_options(self, opts: GenerateOptions) -> None:
+        """Refuse options this target would silently ignore."""
+        given = [flag for key, flag in _TRT_ONLY.items() if getattr(opts, key) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only for the gpu and jetson targets (TensorRT), not {self.name!r}")
+
+    def root_files(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions) -> Dict[str, FileSource]:
+        """Extra files at the repository root (scripts, requirements)."""
+        return {}
+
+    def serve_steps(self, opts: GenerateOptions) -> List[str]:
+        """Shell commands, run in the repository folder, that serve it."""
+        return ["tritonforge serve ."]
 
     def detector(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
         raise NotImplementedError
@@ -83,7 +133,7 @@ class Target:
         info = {
             "tritonforge": __version__, "target": self.name, "ensemble": f"{opts.name}_ensemble",
             "backends": sorted(self.backends), "source_onnx": {"file": onnx.name, "sha256": sha256},
-            "signature": {**asdict(sig), "names": list(sig.names)}, "options": asdict(opts),
+            "signature": {**asdict(sig), "names": list(sig.names)}, "options": opts.describe(),
         }
         return json.dumps(info, indent=2, sort_keys=True) + "\n"
 
@@ -115,15 +165,21 @@ def preprocess_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
     return ModelDir(stage, _runtime("preprocess.py", "imaging.py", "stage_utils.py"))
 
 
-def postprocess_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
+def postprocess_model(sig: DetectorSignature, opts: GenerateOptions, engine_nms: bool = False) -> ModelDir:
     d = opts.max_detections
+    parameters = {"score_threshold": repr(opts.score_threshold), "iou_threshold": repr(opts.iou_threshold),
+                  "max_detections": str(d), "num_classes": str(sig.num_classes)}
+    if engine_nms:  # the plan's outputs under the stage's own input names (its outputs are num_detections, ...)
+        inputs = [Tensor(ENGINE_NMS_INPUTS[t.name], t.data_type, t.dims) for t in engine_nms_outputs(d)]
+        inputs.append(Tensor("TRANSFORM", "TYPE_FP32", (5,)))
+        parameters["nms"] = "engine"
+        comment = "detections from the plan's NMS mapped back to original pixels"
+    else:
+        inputs = [Tensor("RAW", f"TYPE_{sig.output_dtype}", sig.output_dims), Tensor("TRANSFORM", "TYPE_FP32", (5,))]
+        comment = "decode + class-aware NMS over the whole batch; boxes in original pixels"
     stage = PythonStage(
-        name=f"{opts.name}_postprocess", max_batch_size=opts.max_batch_size,
-        inputs=[Tensor("RAW", f"TYPE_{sig.output_dtype}", sig.output_dims), Tensor("TRANSFORM", "TYPE_FP32", (5,))],
-        outputs=detection_outputs(d),
-        parameters={"score_threshold": repr(opts.score_threshold), "iou_threshold": repr(opts.iou_threshold),
-                    "max_detections": str(d), "num_classes": str(sig.num_classes)},
-        comment="decode + class-aware NMS over the whole batch; boxes in original pixels",
+        name=f"{opts.name}_postprocess", max_batch_size=opts.max_batch_size, inputs=inputs,
+        outputs=detection_outputs(d), parameters=parameters, comment=comment,
         instance_count=1, dynamic_batching=_batched(opts),
     )
     files = _runtime("postprocess.py", "boxes.py", "stage_utils.py")
@@ -136,6 +192,19 @@ def detection_outputs(max_detections: int) -> List[Tensor]:
             Tensor("scores", "TYPE_FP32", (max_detections,)), Tensor("classes", "TYPE_INT32", (max_detections,))]
 
 
+# the plan's NMS outputs -> the postprocess stage's inputs
+ENGINE_NMS_INPUTS = {"num_detections": "NUM", "detection_boxes": "BOXES", "detection_scores": "SCORES",
+                     "detection_classes": "CLASSES"}
+
+
+def engine_nms_outputs(max_detections: int) -> List[Tensor]:
+    """Outputs of a plan built with ``tritonforge build --nms`` (TensorRT's EfficientNMS):
+    boxes x1, y1, x2, y2 in network-input pixels."""
+    return [Tensor("num_detections", "TYPE_INT32", (1,)), Tensor("detection_boxes", "TYPE_FP32", (max_detections, 4)),
+            Tensor("detection_scores", "TYPE_FP32", (max_detections,)),
+            Tensor("detection_classes", "TYPE_INT32", (max_detections,))]
+
+
 def class_names(sig: DetectorSignature, opts: GenerateOptions) -> List[str]:
     names = opts.labels if opts.labels is not None else list(sig.names)
     if len(names) != sig.num_classes:
@@ -143,9 +212,14 @@ def class_names(sig: DetectorSignature, opts: GenerateOptions) -> List[str]:
     return names
 
 
-def ensemble_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
+def ensemble_model(sig: DetectorSignature, opts: GenerateOptions, engine_nms: bool = False) -> ModelDir:
     n = opts.name
     outputs = detection_outputs(opts.max_detections)
+    if engine_nms:  # the plan's NMS outputs, renamed inside the ensemble so they don't clash with its outputs
+        detector_out = {name: f"engine_{name}" for name in ENGINE_NMS_INPUTS}
+        post_in = {stage_input: f"engine_{name}" for name, stage_input in ENGINE_NMS_INPUTS.items()}
+    else:
+        detector_out, post_in = {sig.output_name: "raw"}, {"RAW": "raw"}
     stage = EnsembleStage(
         name=f"{n}_ensemble", max_batch_size=opts.max_batch_size,
         inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))], outputs=outputs,
@@ -154,8 +228,8 @@ def ensemble_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
         comment="encoded images in ([N, 1] BYTES), padded detections out",
         steps=[
             EnsembleStep(f"{n}_preprocess", {"IMAGE": "IMAGE"}, {"PREPROCESSED": "preprocessed", "TRANSFORM": "transform"}),
-            EnsembleStep(n, {sig.input_name: "preprocessed"}, {sig.output_name: "raw"}),
-            EnsembleStep(f"{n}_postprocess", {"RAW": "raw", "TRANSFORM": "transform"}, {t.name: t.name for t in outputs}),
+            EnsembleStep(n, {sig.input_name: "preprocessed"}, detector_out),
+            EnsembleStep(f"{n}_postprocess", {**post_in, "TRANSFORM": "transform"}, {t.name: t.name for t in outputs}),
         ],
     )
     return ModelDir(stage, {"1/.keep": b""})
@@ -188,6 +262,11 @@ class CpuTarget(Target):
     name = "cpu"
     description = "Triton's ONNX Runtime backend (platform onnxruntime_onnx); the official Triton container on a CPU host"
     backends = frozenset({"python", "onnxruntime"})
+
+    def serve_steps(self, opts):
+        return ['docker run --rm -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -v "$PWD:/models" "$TRITON_IMAGE" '
+                """bash -c "pip install 'numpy<2' 'opencv-python-headless<4.12' && """
+                """tritonserver --model-repository=/models\""""]
 
     def detector(self, onnx, sig, opts):
         inputs, outputs = _detector_tensors(sig)
@@ -231,3 +310,5 @@ def get_target(name: str) -> Target:
 
 register_target(EmbeddedTarget())
 register_target(CpuTarget())
+
+from generator.repository import tensorrt_targets  # noqa: E402,F401  (registers gpu and jetson)

@@ -50,6 +50,8 @@ def write_repository(out: Path, models: List[ModelDir], root_files: Dict[str, Fi
                 _put(folder / rel, source)
         for rel, source in sorted(root_files.items()):
             _put(tmp / rel, source)
+            if rel.endswith(".sh"):
+                os.chmod(tmp / rel, 0o755)
         os.chmod(tmp, 0o755)
         _swap_in(tmp, out)
     except BaseException:

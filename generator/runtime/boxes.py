@@ -102,3 +102,19 @@ def letterbox_boxes(xyxy: np.ndarray, transform: np.ndarray) -> np.ndarray:
     out[..., 0::2] = out[..., 0::2] * scale + pad_x
     out[..., 1::2] = out[..., 1::2] * scale + pad_y
     return out
+
+
+def rescale_detections(num: np.ndarray, xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                       transforms: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Padded detections already through NMS (TensorRT's EfficientNMS inside the plan),
+    boxes in letterboxed pixels -> the same layout as ``postprocess``: boxes in original
+    pixels, padding zeroed with class -1."""
+    num = np.asarray(num, dtype=np.int32).reshape(-1)
+    b, d = np.asarray(scores).shape
+    num = np.clip(num, 0, d)
+    real = np.arange(d)[None, :] < num[:, None]  # [B, D]
+    boxes = unletterbox(np.asarray(xyxy, np.float32), np.asarray(transforms, np.float32)[:, None, :])
+    boxes = np.where(real[..., None], boxes, np.float32(0))
+    out_scores = np.where(real, np.asarray(scores, np.float32), np.float32(0))
+    out_classes = np.where(real, np.asarray(classes).astype(np.int32), np.int32(-1))
+    return num, boxes.astype(np.float32), out_scores.astype(np.float32), out_classes.astype(np.int32)

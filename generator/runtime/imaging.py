@@ -76,3 +76,21 @@ def letterbox(img: np.ndarray, out_h: int, out_w: int) -> Tuple[np.ndarray, np.n
 def preprocess_bytes(data: bytes, out_h: int, out_w: int) -> Tuple[np.ndarray, np.ndarray]:
     """Encoded bytes -> model input and letterbox transform (the preprocess stage's work)."""
     return letterbox(decode_image(data), out_h, out_w)
+
+
+def decode_bgr(data: bytes) -> np.ndarray:
+    """Encoded bytes -> C-contiguous ``HxWx3`` uint8 in OpenCV's **BGR** order.
+
+    What the GPU preprocess uploads (its kernel swaps the channels). Same checks and
+    conversions as :func:`decode_image` (grayscale, alpha and 16-bit are converted, not
+    refused); ``decode_bgr(x)[:, :, ::-1]`` equals ``decode_image(x)``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageError(f"expected encoded image bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageError("empty input (0 bytes)")
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f"cannot decode {len(data)} bytes as an image (corrupt, truncated or not JPEG/PNG)")
+    # to_rgb8 without the flip keeps the decoder's channel order: B, G, R
+    return np.ascontiguousarray(to_rgb8(img, bgr=False))

@@ -21,7 +21,27 @@ class Tensor:
         return self._name
 
     def as_numpy(self):
+        if self._array is None:
+            raise RuntimeError("Tensor is stored in GPU and cannot be converted to NumPy.")
         return self._array
+
+    def is_cpu(self):
+        return self._array is not None
+
+    @staticmethod
+    def from_dlpack(name, tensor):
+        """Like Triton's: a CPU producer becomes a numpy-backed tensor sharing its memory;
+        a CUDA producer is kept as is (``dlpack_source``), as a device tensor would be."""
+        device_type, device_id = tensor.__dlpack_device__()
+        if device_type in (1, 3):  # kDLCPU, kDLCUDAHost
+            return Tensor(name, np.from_dlpack(tensor))
+        out = Tensor.__new__(Tensor)
+        out._name, out._array, out.dlpack_source, out.device = name, None, tensor, (device_type, device_id)
+        return out
+
+    def to_dlpack(self):
+        source = getattr(self, "dlpack_source", None)
+        return source.__dlpack__() if source is not None else self._array.__dlpack__()
 
 
 class InferenceRequest:
@@ -48,3 +68,29 @@ class InferenceResponse:
 
     def output(self, name):
         return self._outputs[name].as_numpy()
+
+
+class Logger:
+    """Records what the models log (``Logger.messages``: (level, message) pairs)."""
+
+    messages = []
+
+    @classmethod
+    def log(cls, message, level="INFO"):
+        cls.messages.append((level, message))
+
+    @classmethod
+    def log_info(cls, message):
+        cls.log(message, "INFO")
+
+    @classmethod
+    def log_warn(cls, message):
+        cls.log(message, "WARNING")
+
+    @classmethod
+    def log_error(cls, message):
+        cls.log(message, "ERROR")
+
+    @classmethod
+    def log_verbose(cls, message):
+        cls.log(message, "VERBOSE")

@@ -19,12 +19,13 @@ def test_repository_matches_golden_tree(target, tmp_path):
     for rel in sorted(stored):
         assert got[rel].read_bytes() == want[rel].read_bytes(), f"{rel} differs from the golden tree"
     runtime_sources = {p.read_bytes() for p in RUNTIME.glob("*.py")}
+    runtime_sources |= {p.read_bytes() for p in (RUNTIME.parents[1] / "templates" / "cuda").glob("*.cu")}
     for rel in sorted(set(got) - stored):
         source = onnx.read_bytes() if rel.endswith(".onnx") else None
         if source is not None:
             assert got[rel].read_bytes() == source, f"{rel} is not the source ONNX"
         else:
-            assert got[rel].read_bytes() in runtime_sources, f"{rel} is not a verbatim copy of generator/runtime"
+            assert got[rel].read_bytes() in runtime_sources, f"{rel} is not a verbatim copy of generator/runtime or the kernel"
 
 
 def test_python_models_carry_their_entry_module(tmp_path):

@@ -17,7 +17,7 @@ def test_import_client_imports_neither_torch_nor_generator():
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["data", "synth", "--help"]] + [[cmd, "--help"] for cmd in (
-    "export", "generate", "serve", "detect", "demo", "train", "distill", "prune", "quantize", "eval", "bench")])
+    "export", "generate", "serve", "detect", "demo", "train", "distill", "prune", "quantize", "build", "eval", "bench")])
 def test_help_does_not_import_torch(argv):
     code = ("import sys; from click.testing import CliRunner; from generator.cli import cli; "
             f"r = CliRunner().invoke(cli, {argv!r}); assert r.exit_code == 0, r.output; "

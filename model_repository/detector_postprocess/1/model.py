@@ -3,6 +3,10 @@
 All requests handed over by the dynamic batcher are concatenated and decoded with one
 vectorized NMS call, then split back per request. Thresholds and the maximum number
 of detections come from the config parameters.
+
+With ``nms: engine`` the plan already ran NMS (TensorRT's EfficientNMS): the inputs
+``NUM``, ``BOXES``, ``SCORES``, ``CLASSES`` are its padded outputs, and only the boxes
+are mapped back to original pixels.
 """
 
 import numpy as np
@@ -22,8 +26,11 @@ class TritonPythonModel:
         self.iou_threshold = float(params["iou_threshold"])
         self.max_detections = int(params["max_detections"])
         self.max_candidates = int(params.get("max_candidates", "1024"))
+        self.engine_nms = params.get("nms", "postprocess") == "engine"
 
     def execute(self, requests):
+        if self.engine_nms:
+            return [self._rescale(r) for r in requests]
         raws = [pb_utils.get_input_tensor_by_name(r, "RAW").as_numpy() for r in requests]
         transforms = [pb_utils.get_input_tensor_by_name(r, "TRANSFORM").as_numpy() for r in requests]
         num, bxs, scores, classes = boxes.postprocess(
@@ -41,3 +48,14 @@ class TritonPythonModel:
             ]))
             start = end
         return responses
+
+    def _rescale(self, request):
+        def get(name):
+            return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+
+        num, bxs, scores, classes = boxes.rescale_detections(
+            get("NUM"), get("BOXES"), get("SCORES"), get("CLASSES"), get("TRANSFORM"))
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("num_detections", num[:, None]), pb_utils.Tensor("boxes", bxs),
+            pb_utils.Tensor("scores", scores), pb_utils.Tensor("classes", classes),
+        ])
