@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from generator.errors import UsageError
+from generator.loadtest import latency_summary
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,6 @@ def _check_out(out: Path) -> bool:
             raise UsageError(f"{out} is not empty and is not a tritonforge repository; choose another --out")
         return True
     return False
-
-
-def latency_summary(latencies_ms: List[float]) -> Dict[str, float]:
-    ordered = sorted(latencies_ms)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-    return {"requests": len(ordered), "mean_ms": statistics.fmean(ordered), "p50_ms": pct(50), "p90_ms": pct(90),
-            "p99_ms": pct(99)}
 
 
 def heldout_set(folder: Path, images: int, imgsz: int):

@@ -1,5 +1,5 @@
-"""Variant reports: size, cost, ONNX Runtime CPU latency and mAP, measured in one run,
-printed as a table and written as JSON and a PNG bar chart."""
+"""Variant reports: size, cost, latency and mAP per runtime (PyTorch, ONNX Runtime,
+TensorRT), measured in one run, printed as a table and written as JSON and a PNG bar chart."""
 
 from __future__ import annotations
 
@@ -11,47 +11,91 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-COLUMNS = ("params", "gflops", "latency_ms_b1", "latency_ms_b8", "map50_95", "map50")
+COLUMNS = ("runtime", "params", "gflops", "latency_ms_b1", "latency_ms_b8", "map50_95", "map50")
+RUNTIMES = ("pytorch", "onnxruntime", "tensorrt")
+RATIO_COLUMN = "b8_vs_first"  # derived in the table: latency at batch 8 / the first measured row's
 
 
-def ort_latency(onnx_paths: Dict[str, Path], height: int, width: int, batches: Sequence[int] = (1, 8),
-                rounds: int = 5, runs: int = 6) -> Dict[str, Dict[int, float]]:
-    """Median ONNX Runtime CPU latency (ms) per model and batch size.
+def runner_latency(runners: Dict[str, Callable[[np.ndarray], object]], height: int, width: int,
+                   batches: Sequence[int] = (1, 8), rounds: int = 5,
+                   runs: int = 6) -> Dict[str, Dict[int, Optional[float]]]:
+    """Median latency (ms) per runner and batch size; a runner takes a ``[B, 3, H, W]`` float32 batch.
 
-    Models are timed in alternating rounds, so that machine noise hits every variant alike.
+    Every round times every runner at every batch size (``runs`` calls each), so machine
+    noise hits all of them alike. A runner with ``min_batch``/``max_batch`` attributes
+    (a TensorRT plan's profile) gets None for the batch sizes outside them.
     """
-    from generator.evaluation.predictors import OnnxRunner
-
-    runners = {name: OnnxRunner(path) for name, path in onnx_paths.items()}
     rng = np.random.default_rng(0)
     inputs = {b: rng.random((b, 3, height, width), dtype=np.float32) for b in batches}
+
+    def fits(runner, b: int) -> bool:
+        return getattr(runner, "min_batch", 1) <= b <= getattr(runner, "max_batch", b)
+
     samples: Dict[str, Dict[int, List[float]]] = {n: {b: [] for b in batches} for n in runners}
     for runner in runners.values():  # warm-up
-        for x in inputs.values():
-            runner(x)
+        for b, x in inputs.items():
+            if fits(runner, b):
+                runner(x)
     for _ in range(rounds):
         for name, runner in runners.items():
             for b, x in inputs.items():
+                if not fits(runner, b):
+                    continue
                 for _ in range(runs):
                     start = time.perf_counter()
                     runner(x)
                     samples[name][b].append((time.perf_counter() - start) * 1000)
-    return {n: {b: statistics.median(v) for b, v in per.items()} for n, per in samples.items()}
+    return {n: {b: (statistics.median(v) if v else None) for b, v in per.items()} for n, per in samples.items()}
+
+
+def ort_latency(onnx_paths: Dict[str, Path], height: int, width: int, batches: Sequence[int] = (1, 8),
+                rounds: int = 5, runs: int = 6, threads: int = 0) -> Dict[str, Dict[int, Optional[float]]]:
+    """``runner_latency`` of ONNX Runtime CPU sessions, one per ONNX file."""
+    from generator.evaluation.predictors import OnnxRunner
+
+    runners = {name: OnnxRunner(Path(path), threads) for name, path in onnx_paths.items()}
+    return runner_latency(runners, height, width, batches, rounds, runs)
+
+
+def latency_ratios(rows: List[dict], key: str = "latency_ms_b8") -> List[Optional[float]]:
+    """``row[key]`` relative to the first row that has one (None where either is missing)."""
+    base = next((r[key] for r in rows if r.get(key)), None)
+    return [r[key] / base if base and r.get(key) else None for r in rows]
 
 
 def format_table(rows: List[dict], columns: Sequence[str] = COLUMNS) -> str:
-    """A plain-text table of variant rows (``name`` first)."""
-    def cell(value) -> str:
+    """A plain-text table of variant rows (``name`` first; ``-`` for what was not measured).
+
+    After ``latency_ms_b8`` comes the batch-8 latency relative to the first measured row
+    (``x1.00``, ``x0.45``: lower is faster); a ``note`` column when a row has one.
+    """
+    def cell(value, column: str) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float) and column.startswith("latency_ms"):
+            return f"{value:.2f}"
         if isinstance(value, float):
             return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
         return f"{value:,}" if isinstance(value, int) else str(value)
 
+    columns = list(columns)
+    ratios = latency_ratios(rows)
+    if "latency_ms_b8" in columns and any(r is not None for r in ratios):
+        columns.insert(columns.index("latency_ms_b8") + 1, RATIO_COLUMN)
+    if any(r.get("note") for r in rows) and "note" not in columns:
+        columns.append("note")
     header = ["name", *columns]
-    body = [[cell(r.get(c, "")) for c in header] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
-    lines += ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(b, widths))) for b in body]
-    return "\n".join(lines)
+    body = []
+    for row, ratio in zip(rows, ratios):
+        values = {**row, RATIO_COLUMN: None if ratio is None else f"x{ratio:.2f}"}
+        body.append([cell(values.get(c), c) if c != "note" else (row.get("note") or "") for c in header])
+    widths = [max([len(h), *(len(b[i]) for b in body)]) for i, h in enumerate(header)]
+
+    def line(cells) -> str:
+        return "  ".join(v.ljust(w) if header[i] in ("name", "runtime", "note") else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), *(line(b) for b in body)])
 
 
 def write_report(rows: List[dict], out_dir: Path, extra: Optional[dict] = None,
@@ -69,14 +113,19 @@ def write_report(rows: List[dict], out_dir: Path, extra: Optional[dict] = None,
 
 
 def plot_report(rows: List[dict], path: Path) -> None:
-    """Bar charts of latency and mAP per variant."""
+    """Bar charts of latency, mAP and GFLOPs per row (0 where not measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["name"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    def label(row) -> str:
+        runtime = row.get("runtime")
+        text = row["name"] if not runtime or runtime in row["name"] else f"{row['name']}\n{runtime}"
+        return text + ("\n(skipped)" if str(row.get("note") or "").startswith("skipped") else "")
+
+    names = [label(r) for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(max(12.0, 2.4 * len(rows)), 4.0))
     panels = (("latency (ms)", ("latency_ms_b1", "latency_ms_b8")), ("mAP", ("map50", "map50_95")),
               ("GFLOPs", ("gflops",)))
     for ax, (title, keys) in zip(axes, panels):
@@ -84,7 +133,8 @@ def plot_report(rows: List[dict], path: Path) -> None:
         for k, key in enumerate(keys):
             values = [float(r.get(key) or 0) for r in rows]
             ax.bar(np.arange(len(rows)) + k * width, values, width, label=key)
-        ax.set_xticks(np.arange(len(rows)) + width * (len(keys) - 1) / 2, names, rotation=20)
+        ax.set_xticks(np.arange(len(rows)) + width * (len(keys) - 1) / 2, names, rotation=25, ha="right",
+                      fontsize=8)
         ax.set_title(title)
         if len(keys) > 1:
             ax.legend(fontsize=8)
@@ -106,31 +156,62 @@ def onnx_params(path: Path) -> int:
 
 
 def measure_variants(variants: Dict[str, dict], heldout, height: int, width: int, progress: bool = False,
-                     echo: Callable[[str], None] = print) -> List[dict]:
-    """Rows for ``{name: {"onnx": path, "model": torch module or None}}``, measured in one run.
+                     echo: Callable[[str], None] = print, threads: int = 0, rounds: int = 5,
+                     runs: int = 6) -> List[dict]:
+    """One row per entry of ``variants``, measured in one run. An entry (row name -> dict):
 
-    mAP on ``heldout`` with the serving code (ONNX Runtime, COCO protocol); latency in
-    interleaved rounds; params and GFLOPs from the PyTorch model when there is one.
+    - ``runtime``: ``pytorch``, ``onnxruntime`` (the default) or ``tensorrt``;
+    - ``model``: the PyTorch module (runs the ``pytorch`` row; params and GFLOPs come from it);
+    - ``onnx``: the ONNX file (runs the ``onnxruntime`` row; params from it without ``model``);
+    - ``runner``: a ready runner (``[B, 3, H, W]`` -> raw ``[B, 4+C, A]``), e.g. a ``TensorRTRunner``;
+    - ``note``: shown in the row; an entry with a note and nothing to run is a skipped row;
+    - ``map``: False to time the runner without scoring it (a plan with NMS inside).
+
+    mAP on ``heldout`` with the serving code (COCO protocol), the same path for every
+    runtime; latency at batch 1 and 8 in interleaved rounds (``runner_latency``).
+    ``threads``: ONNX Runtime's intra-op threads (0: its default); PyTorch uses torch's setting.
     """
     from generator.evaluation.coco import evaluate
-    from generator.evaluation.predictors import OnnxRunner, offline_detector
+    from generator.evaluation.predictors import OnnxRunner, TorchRunner, offline_detector
 
-    rows = []
+    rows, runners = [], {}
     for name, v in variants.items():
-        result = evaluate(heldout, offline_detector(OnnxRunner(Path(v["onnx"])), height, width), progress=progress)
-        row = {"name": name, "params": None, "gflops": None, "map50_95": round(result.map50_95, 4),
-               "map50": round(result.map50, 4)}
+        runtime = v.get("runtime", "onnxruntime")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"{name}: unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
+        row = {"name": name, "runtime": runtime, "params": None, "gflops": None, "latency_ms_b1": None,
+               "latency_ms_b8": None, "map50_95": None, "map50": None}
         if v.get("model") is not None:
             from generator.models.profile import count_params, gflops
 
             row["params"] = count_params(v["model"])
             row["gflops"] = round(gflops(v["model"], height), 3)
-        else:
+        elif v.get("onnx") is not None:
             row["params"] = onnx_params(Path(v["onnx"]))
+        if v.get("params") is not None:
+            row["params"] = v["params"]
+        if v.get("note"):
+            row["note"] = v["note"]
         rows.append(row)
-    echo(f"      timing {len(variants)} variants with ONNX Runtime (batch 1 and 8, interleaved rounds)")
-    latency = ort_latency({n: Path(v["onnx"]) for n, v in variants.items()}, height, width)
-    for row in rows:
-        row["latency_ms_b1"] = round(latency[row["name"]][1], 2)
-        row["latency_ms_b8"] = round(latency[row["name"]][8], 2)
+        runner = v.get("runner")
+        if runner is None and runtime == "pytorch" and v.get("model") is not None:
+            runner = TorchRunner(v["model"])
+        elif runner is None and runtime == "onnxruntime" and v.get("onnx") is not None:
+            runner = OnnxRunner(Path(v["onnx"]), threads)
+        if runner is None:
+            continue
+        runners[name] = runner
+        if v.get("map", True):
+            result = evaluate(heldout, offline_detector(runner, height, width), progress=progress,
+                              desc=f"mAP {name}")
+            row["map50_95"], row["map50"] = round(result.map50_95, 4), round(result.map50, 4)
+    if runners:
+        used = sorted({r["runtime"] for r in rows if r["name"] in runners}, key=RUNTIMES.index)
+        echo(f"      timing {len(runners)} rows ({', '.join(used)}) at batch 1 and 8, interleaved rounds")
+        latency = runner_latency(runners, height, width, rounds=rounds, runs=runs)
+        for row in rows:
+            if row["name"] in latency:
+                for b in (1, 8):
+                    ms = latency[row["name"]].get(b)
+                    row[f"latency_ms_b{b}"] = None if ms is None else round(ms, 2)
     return rows

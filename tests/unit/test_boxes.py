@@ -31,8 +31,16 @@ def random_raw(rng, batch, num_classes, anchors, size=320):
     return np.concatenate([cxcy, wh, scores], 1).astype(np.float32)
 
 
+@pytest.fixture(params=["opencv", "numpy"])
+def nms_path(request, monkeypatch):
+    """Both NMS paths: OpenCV's C++ NMS per image, and the numpy greedy pass (no OpenCV)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(boxes, "cv2", None)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_batched_nms_matches_reference(seed):
+def test_batched_nms_matches_reference(seed, nms_path):
     rng = np.random.default_rng(seed)
     batch, nc, anchors = 4, 3, 300
     raw = random_raw(rng, batch, nc, anchors)
@@ -53,7 +61,7 @@ def test_batched_nms_matches_reference(seed):
         assert (out_classes[b, num[b]:] == -1).all() and (out_scores[b, num[b]:] == 0).all()
 
 
-def test_nms_is_class_aware_and_suppresses_overlaps():
+def test_nms_is_class_aware_and_suppresses_overlaps(nms_path):
     # two identical boxes of different classes survive; a same-class duplicate does not
     raw = np.zeros((1, 4 + 2, 3), np.float32)
     raw[0, :4, :] = np.array([[50, 50, 50], [50, 50, 50], [20, 20, 20], [20, 20, 20]], np.float32)
@@ -67,7 +75,7 @@ def test_nms_is_class_aware_and_suppresses_overlaps():
     assert classes[0, :2].tolist() == [0, 1]
 
 
-def test_max_detections_caps_and_pads():
+def test_max_detections_caps_and_pads(nms_path):
     rng = np.random.default_rng(1)
     raw = random_raw(rng, 2, 2, 500)
     t = np.tile(np.array([[1, 0, 0, 320, 320]], np.float32), (2, 1))
@@ -77,7 +85,7 @@ def test_max_detections_caps_and_pads():
     assert (np.diff(s, axis=1) <= 0).all()  # sorted by score
 
 
-def test_empty_batch_item_and_no_candidates():
+def test_empty_batch_item_and_no_candidates(nms_path):
     raw = np.zeros((3, 6, 10), np.float32)
     raw[1, 4, 0] = 0.9
     raw[1, :4, 0] = [10, 10, 4, 4]

@@ -1,6 +1,4 @@
-"""The compression commands as a user runs them: quantize, prune, bench --variants."""
-
-import json
+"""The compression commands as a user runs them: quantize, prune (bench: test_bench_variants.py)."""
 
 import onnx
 import pytest
@@ -67,18 +65,3 @@ def test_prune_refuses_a_ratio_outside_0_1(shapes, tmp_path, ratio):
     assert r.exit_code == 2 and "ratio" in r.output
     assert not (tmp_path / "p.pt").exists()
 
-
-def test_bench_variants_side_by_side(shapes, tmp_path):
-    root, data = shapes
-    onnx_path = tmp_path / "m.onnx"
-    assert CliRunner().invoke(cli, ["export", "--model", str(root / "m.pt"), "--out", str(onnx_path)]).exit_code == 0
-    r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--variants", f"pt={root / 'm.pt'},onnx={onnx_path}",
-                                 "--json", "--out", str(tmp_path / "rep")])
-    assert r.exit_code == 0, r.output
-    rows = json.loads(r.output)["variants"]
-    assert [row["name"] for row in rows] == ["pt", "onnx"]
-    assert rows[0]["map50_95"] == pytest.approx(rows[1]["map50_95"], abs=0.005)
-    assert all(row["latency_ms_b8"] > 0 and row["params"] > 0 for row in rows)
-    assert json.loads((tmp_path / "rep" / "report.json").read_text())["variants"][0]["name"] == "pt"
-    r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--variants", "a=/nope.onnx"])
-    assert r.exit_code == 2 and "a: file not found" in r.output

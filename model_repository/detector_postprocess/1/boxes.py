@@ -1,4 +1,10 @@
-"""Detector output decoding and class-aware NMS, vectorized over the whole batch (numpy).
+"""Detector output decoding and class-aware NMS for a whole batch.
+
+Decoding (best class per anchor, threshold, top-K, gather) is vectorized over the batch
+in numpy: it reads the big ``[B, 4 + C, A]`` tensor once. NMS then runs on each image's
+few candidates with OpenCV's class-aware ``cv2.dnn.NMSBoxesBatched`` (C++), or with an
+exact greedy pass vectorized over the batch (numpy) where OpenCV is missing; both keep
+the same detections (tests/unit/test_boxes.py). Measured in benchmarks/nms.py.
 
 Input follows the output contract: ``raw [B, 4 + C, A]`` with boxes as cx, cy, w, h in
 letterboxed pixels and class probabilities. Output is fixed-size and padded, like
@@ -12,16 +18,41 @@ from typing import Tuple
 
 import numpy as np
 
+try:
+    import cv2
+except ImportError:  # numpy-only NMS
+    cv2 = None
+
 
 def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
     """``[B, K, 4]`` xyxy -> ``[B, K, K]`` IoU."""
-    x1, y1, x2, y2 = (boxes[..., i] for i in range(4))
-    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    iw = np.clip(np.minimum(x2[:, :, None], x2[:, None, :]) - np.maximum(x1[:, :, None], x1[:, None, :]), 0, None)
-    ih = np.clip(np.minimum(y2[:, :, None], y2[:, None, :]) - np.maximum(y1[:, :, None], y1[:, None, :]), 0, None)
-    inter = iw * ih
+    inter, area = _intersections(boxes)
     union = area[:, :, None] + area[:, None, :] - inter
     return inter / np.maximum(union, np.float32(1e-9))
+
+
+def _intersections(boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``[B, K, K]`` intersection areas and ``[B, K]`` areas, with few temporaries."""
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[..., i]) for i in range(4))
+    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    iw = np.minimum(x2[:, :, None], x2[:, None, :])
+    iw -= np.maximum(x1[:, :, None], x1[:, None, :])
+    np.maximum(iw, 0, out=iw)
+    ih = np.minimum(y2[:, :, None], y2[:, None, :])
+    ih -= np.maximum(y1[:, :, None], y1[:, None, :])
+    np.maximum(ih, 0, out=ih)
+    iw *= ih
+    return iw, area
+
+
+def overlaps(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """``[B, K, K]`` IoU > threshold, without the division: inter * (1 + t) > t * (area_i + area_j)."""
+    inter, area = _intersections(boxes)
+    t = np.float32(iou_threshold)
+    rhs = area[:, :, None] + area[:, None, :]
+    rhs *= t
+    inter *= np.float32(1) + t
+    return inter > rhs
 
 
 def greedy_keep(boxes: np.ndarray, classes: np.ndarray, valid: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -35,7 +66,7 @@ def greedy_keep(boxes: np.ndarray, classes: np.ndarray, valid: np.ndarray, iou_t
     b, k = valid.shape
     if k == 0:
         return valid.copy()
-    overlap = pairwise_iou(boxes) > iou_threshold
+    overlap = overlaps(boxes, iou_threshold)
     overlap &= classes[:, :, None] == classes[:, None, :]
     overlap &= np.triu(np.ones((k, k), dtype=bool), 1)[None]
     overlap &= valid[:, :, None] & valid[:, None, :]
@@ -45,24 +76,48 @@ def greedy_keep(boxes: np.ndarray, classes: np.ndarray, valid: np.ndarray, iou_t
     return keep
 
 
+def opencv_keep(xyxy: np.ndarray, classes: np.ndarray, valid: np.ndarray, scores: np.ndarray,
+                iou_threshold: float) -> np.ndarray:
+    """``greedy_keep`` with OpenCV's C++ NMS, image by image, on the valid candidates only."""
+    keep = np.zeros_like(valid)
+    for i in range(valid.shape[0]):
+        idx = np.nonzero(valid[i])[0]
+        if len(idx) == 0:
+            continue
+        b = xyxy[i, idx]
+        tlwh = np.column_stack((b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])).astype(np.float64)
+        kept = cv2.dnn.NMSBoxesBatched(tlwh, scores[i, idx].astype(np.float32), classes[i, idx].astype(np.int32),
+                                       -1.0, float(iou_threshold))
+        keep[i, idx[np.asarray(kept, dtype=np.int64).reshape(-1)]] = True
+    return keep
+
+
 def postprocess(raw: np.ndarray, transforms: np.ndarray, score_threshold: float = 0.25,
                 iou_threshold: float = 0.45, max_detections: int = 100,
                 max_candidates: int = 1024) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Decode + NMS + map boxes back to original pixels, for a whole batch."""
-    raw = np.asarray(raw, dtype=np.float32)
-    b, fields, _ = raw.shape
-    scores_all = raw[:, 4:, :]
-    cls = scores_all.argmax(axis=1)  # [B, A]
-    conf = np.take_along_axis(scores_all, cls[:, None, :], axis=1)[:, 0, :]
+    """Decode + NMS + map boxes back to original pixels, for a whole batch.
+
+    One pass over the class scores (their max per anchor); the winning class is looked
+    up only for the candidates above the threshold.
+    """
+    raw = np.ascontiguousarray(raw, dtype=np.float32)
+    b, fields, anchors = raw.shape
+    conf = raw[:, 4:, :].max(axis=1)  # [B, A]
     candidate = conf > score_threshold
     k = int(min(max_candidates, candidate.sum(axis=1).max(initial=0)))
     order = np.argsort(np.where(candidate, -conf, np.inf), axis=1, kind="stable")[:, :k]
-    conf_k = np.take_along_axis(conf, order, axis=1)
-    cls_k = np.take_along_axis(cls, order, axis=1)
-    valid = np.take_along_axis(candidate, order, axis=1)
-    xywh = np.take_along_axis(raw[:, :4, :], order[:, None, :], axis=2).transpose(0, 2, 1)
-    xyxy = np.concatenate((xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2), axis=-1)
-    keep = greedy_keep(xyxy, cls_k, valid, iou_threshold)
+    rows = np.arange(b)[:, None]
+    conf_k, valid = conf[rows, order], candidate[rows, order]
+    # one flat gather of the candidates' fields: [B, 4 + C, K]
+    flat = (rows * (fields * anchors))[:, None, :] + (np.arange(fields) * anchors)[None, :, None] + order[:, None, :]
+    picked = raw.reshape(-1).take(flat)
+    cls_k = picked[:, 4:, :].argmax(axis=1)  # [B, K]
+    cx, cy, w, h = picked[:, 0], picked[:, 1], picked[:, 2] / 2, picked[:, 3] / 2
+    xyxy = np.stack((cx - w, cy - h, cx + w, cy + h), axis=-1)
+    if cv2 is not None:
+        keep = opencv_keep(xyxy, cls_k, valid, conf_k, iou_threshold)
+    else:
+        keep = greedy_keep(xyxy, cls_k, valid, iou_threshold)
     return _gather(keep, xyxy, conf_k, cls_k, transforms, max_detections)
 
 
