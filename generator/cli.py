@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from generator import __version__
-from generator.errors import TritonForgeError
+from generator.errors import TritonForgeError, UsageError
 
 
 class ForgeGroup(click.Group):
@@ -178,7 +178,6 @@ def prune(model_path, ratio, importance, global_pruning, round_to, data, steps, 
 @click.option("--fp16", is_flag=True, help="Write an FP16 ONNX (float32 inputs/outputs) instead; needs no --data.")
 def quantize(onnx_path, data, method, per_channel, exclude, samples, target, quantize_head, out, trt_cache, fp16):
     """INT8 post-training calibration on the CPU -> explicit Q/DQ ONNX (+ TensorRT cache)."""
-    from generator.errors import UsageError
 
     if fp16:
         if trt_cache or per_channel or exclude or quantize_head:
@@ -194,7 +193,7 @@ def quantize(onnx_path, data, method, per_channel, exclude, samples, target, qua
     from generator.export.signature import read_signature
 
     sig = read_signature(onnx_path)
-    calib = calibration_images(data, sig.height, sig.width, samples)
+    calib = calibration_images(data, sig.height, sig.width, samples, num_classes=sig.num_classes)
     report = quantize_onnx(onnx_path, out, calib, method=method, per_channel=per_channel or target == "tensorrt",
                            exclude=exclude, keep_head_float=not quantize_head,
                            activation_type="int8" if target == "tensorrt" else "uint8", trt_cache=trt_cache)
@@ -284,6 +283,8 @@ def evaluate(data, split, checkpoint, onnx_path, url, protocol, ensemble, score_
 @click.option("--iou-threshold", type=float, default=0.45, show_default=True)
 @click.option("--max-detections", type=int, default=100, show_default=True)
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Class names, one a line.")
+@click.option("--max-image-pixels", type=int, default=50_000_000, show_default=True,
+              help="Larger images are refused from their header, before decoding (bounds server memory).")
 @click.option("--plan", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="gpu: a TensorRT plan to put in place (its build.json is read); else build_plans.sh builds it.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
@@ -297,8 +298,8 @@ def evaluate(data, split, checkpoint, onnx_path, url, protocol, ensemble, score_
               help="gpu/jetson int8 without Q/DQ: TensorRT calibration cache (tritonforge quantize --trt-cache).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 def generate(onnx_path, target, out, name, max_batch, instances, preprocess_instances, queue_delay_us,
-             no_dynamic_batching, score_threshold, iou_threshold, max_detections, labels, plan, precision, nms,
-             opt_batch, workspace_mib, dla_core, calib_cache, force) -> None:
+             no_dynamic_batching, score_threshold, iou_threshold, max_detections, labels, max_image_pixels, plan,
+             precision, nms, opt_batch, workspace_mib, dla_core, calib_cache, force) -> None:
     """Write a Triton model repository (preprocess -> detector -> postprocess, ensemble)."""
     from generator.repository.generate import generate as run, read_labels
     from generator.repository.targets import GenerateOptions
@@ -308,8 +309,9 @@ def generate(onnx_path, target, out, name, max_batch, instances, preprocess_inst
     opts = GenerateOptions.for_target(
         target, name=name, queue_delay_us=queue_delay_us, dynamic_batching=not no_dynamic_batching,
         score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
-        labels=read_labels(labels), plan=plan, precision=precision, nms=nms, opt_batch=opt_batch, dla_core=dla_core,
-        calib_cache=calib_cache, **{k: v for k, v in given.items() if v is not None})
+        labels=read_labels(labels), max_image_pixels=max_image_pixels, plan=plan, precision=precision, nms=nms,
+        opt_batch=opt_batch, dla_core=dla_core, calib_cache=calib_cache,
+        **{k: v for k, v in given.items() if v is not None})
     repo = run(onnx_path, target, out, opts, force=force)
     sig = repo.signature
     click.echo(f"wrote {repo.path} ({repo.target}): {', '.join(repo.models)}")
@@ -336,7 +338,7 @@ def serve(repository, host, http_port, grpc_port, metrics_port, tritonserver, ba
     from generator.serve.server import TritonServer
 
     server = TritonServer(repository, http_port, grpc_port, metrics_port, host, tritonserver,
-                          backend_directory, echo=verbose)
+                          backend_directory, echo=verbose, die_with_parent=True)
     sys.exit(serve_forever(server, timeout, click.echo))
 
 
@@ -362,14 +364,38 @@ def detect(images, url, protocol, model, as_json, draw) -> None:
 
 
 @cli.command()
-@click.option("--variants", required=True, help="NAME=PATH pairs, comma-separated (checkpoints or ONNX files).")
-@click.option("--data", required=True, help="Dataset for mAP (data YAML, folder, or COCO JSON).")
+@click.option("--variants", default=None,
+              help="Offline: NAME=PATH pairs, comma-separated (checkpoints .pt, ONNX files, TensorRT plans .plan/.engine).")
+@click.option("--data", default=None, help="--variants: dataset for mAP (data YAML, folder, or COCO JSON).")
 @click.option("--split", default="val", show_default=True)
+@click.option("--url", default=None, help="Served: the endpoint to load (host:port; grpc:// or http:// schemes too).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default=None, help="--url: default from the URL, else grpc.")
+@click.option("--model", default="detector_ensemble", show_default=True, help="--url: the ensemble's name.")
+@click.option("--concurrency", default="1,2,4,8,16", show_default=True, help="--url: concurrency levels.")
+@click.option("--duration", type=float, default=10.0, show_default=True, help="--url: seconds per level.")
+@click.option("--shm", is_flag=True, help="--url: send images through system shared memory (same host).")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="--url: images to send (default: built-in samples, 300-1280 px).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write report.json and report.png here.")
+              help="Write the report here: report.json/.png (--variants) or load.json/.png (--url).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def bench(variants, data, split, out, as_json) -> None:
-    """Latency and accuracy of variants side by side (ONNX Runtime, CPU), measured in one run."""
+def bench(variants, data, split, url, protocol, model, concurrency, duration, shm, images_dir, out, as_json) -> None:
+    """Offline variants side by side per runtime (--variants), or a served endpoint under load (--url)."""
+    if (variants is None) == (url is None):
+        raise UsageError("give exactly one of --variants (offline comparison) or --url (a served endpoint)")
+    if url is not None:
+        from generator.loadtest import format_load_table, load_images, parse_levels, run_load, write_load_report
+
+        result = run_load(url, protocol or ("http" if url.startswith(("http://", "https://")) else "grpc"), model,
+                          parse_levels(concurrency), duration, load_images(images_dir),
+                          "shm" if shm else "network", progress=not as_json,
+                          echo=(lambda _: None) if as_json else click.echo)
+        if out is not None:
+            write_load_report(result, out)
+        click.echo(json.dumps(result, indent=2) if as_json else format_load_table(result["levels"]))
+        return
+    if data is None:
+        raise UsageError("--variants needs --data (the dataset for mAP)")
     from generator.bench import run_variants
     from generator.report import format_table, write_report
 

@@ -15,11 +15,13 @@ DATA_YAML_NAMES = ("data.yaml", "data.yml")
 MIN_IMAGES = 8
 
 
-def calibration_paths(source: Path, count: int, min_images: int = MIN_IMAGES) -> List[Path]:
+def calibration_paths(source: Path, count: int, min_images: int = MIN_IMAGES,
+                      num_classes: Optional[int] = None) -> List[Path]:
     """The image files calibration uses: ``count`` evenly spaced over the sorted list.
 
     ``source`` is a dataset (COCO JSON, data YAML, folder with data.yaml: its train split)
-    or a plain folder of images (searched recursively).
+    or a plain folder of images (searched recursively). A dataset whose class count is not
+    the model's ``num_classes`` is refused: most likely the wrong dataset.
     """
     source = Path(source)
     if count < 1:
@@ -29,7 +31,12 @@ def calibration_paths(source: Path, count: int, min_images: int = MIN_IMAGES) ->
     if _is_dataset(source):
         from generator.data.dataset import load_dataset
 
-        paths = [Path(s.image_path) for s in load_dataset(source, "train").samples]
+        dataset = load_dataset(source, "train")
+        if num_classes is not None and len(dataset.names) != num_classes:
+            raise UsageError(f"--data {source}: the dataset has {len(dataset.names)} classes but the model has "
+                             f"{num_classes}; calibrate on the model's own data (a plain folder of images is taken "
+                             "as is)")
+        paths = [Path(s.image_path) for s in dataset.samples]
         where = f"in the train split of {source}"
     elif source.is_dir():
         from generator.data.folder import image_files
@@ -55,7 +62,7 @@ def _is_dataset(source: Path) -> bool:
 
 
 def calibration_images(source: Path, height: int, width: int, count: int,
-                       min_images: int = MIN_IMAGES) -> np.ndarray:
+                       min_images: int = MIN_IMAGES, num_classes: Optional[int] = None) -> np.ndarray:
     """``[N, 3, height, width]`` float32 in 0..1, letterboxed like the serving preprocess.
 
     N = min(count, images available). Raises UsageError when ``source`` is missing, has
@@ -63,7 +70,7 @@ def calibration_images(source: Path, height: int, width: int, count: int,
     """
     from generator.runtime.imaging import ImageError, preprocess_bytes
 
-    paths = calibration_paths(source, count, min_images)
+    paths = calibration_paths(source, count, min_images, num_classes)
     batch = np.empty((len(paths), 3, height, width), dtype=np.float32)
     for i, path in enumerate(paths):
         try:

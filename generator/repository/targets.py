@@ -19,6 +19,8 @@ from generator.repository.stages import (
 from generator.resources import runtime_file
 
 FileSource = Union[Path, bytes]
+# the preprocess stages' pixel limit (generator.runtime.imaging.DEFAULT_MAX_PIXELS, not imported: OpenCV)
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 @dataclass
@@ -35,6 +37,7 @@ class GenerateOptions:
     iou_threshold: float = 0.45
     max_detections: int = 100
     labels: Optional[List[str]] = None
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are refused from their header, before decoding
     # TensorRT targets (gpu, jetson)
     plan: Optional[Path] = None  # gpu: a built plan to put in place (its build.json is read if present)
     precision: Optional[str] = None  # plan precision for build_plans.sh; default fp16 (int8 for a Q/DQ ONNX)
@@ -54,6 +57,7 @@ class GenerateOptions:
             (0.0 <= self.score_threshold < 1.0, f"--score-threshold must be in [0, 1), got {self.score_threshold}"),
             (0.0 < self.iou_threshold <= 1.0, f"--iou-threshold must be in (0, 1], got {self.iou_threshold}"),
             (self.max_detections >= 1, f"--max-detections must be >= 1, got {self.max_detections}"),
+            (self.max_image_pixels >= 1, f"--max-image-pixels must be >= 1, got {self.max_image_pixels}"),
             (self.precision in (None,) + PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.nms in (None,) + NMS_MODES, f"--nms must be one of {', '.join(NMS_MODES)}, got {self.nms!r}"),
             (self.opt_batch is None or 1 <= self.opt_batch <= self.max_batch_size,
@@ -66,6 +70,10 @@ class GenerateOptions:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        for label in self.labels or ():
+            # one name a line in labels.txt: a line break inside a name would shift every class after it
+            if not isinstance(label, str) or not label.strip() or any(ord(c) < 32 or ord(c) == 127 for c in label):
+                raise UsageError(f"--labels: class name {label!r} is empty or holds control characters")
         return self
 
     @classmethod
@@ -158,7 +166,8 @@ def preprocess_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
         inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))],
         outputs=[Tensor("PREPROCESSED", f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width)),
                  Tensor("TRANSFORM", "TYPE_FP32", (5,))],
-        parameters={"height": str(sig.height), "width": str(sig.width), "dtype": sig.input_dtype},
+        parameters={"height": str(sig.height), "width": str(sig.width), "dtype": sig.input_dtype,
+                    "max_pixels": str(opts.max_image_pixels)},
         comment="decode JPEG/PNG, letterbox (pad 114), RGB, /255, CHW; TRANSFORM = scale, pad_x, pad_y, w, h",
         instance_count=opts.preprocess_instances, dynamic_batching=_batched(opts),
     )

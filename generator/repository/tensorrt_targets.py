@@ -165,7 +165,7 @@ class TensorRTTarget(Target):
             outputs=[Tensor("PREPROCESSED", f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width)),
                      Tensor("TRANSFORM", "TYPE_FP32", (5,))],
             parameters={"height": str(sig.height), "width": str(sig.width), "dtype": sig.input_dtype,
-                        "output_device": self.preprocess_output},
+                        "output_device": self.preprocess_output, "max_pixels": str(opts.max_image_pixels)},
             comment=(f"decode on the CPU, then one CUDA kernel: letterbox + pad 114 + BGR->RGB + /255 + CHW; "
                      f"output on the {self.preprocess_output.upper()} (CPU fallback without pycuda/GPU)"),
             instance_count=opts.preprocess_instances, instance_kind=self.preprocess_kind,

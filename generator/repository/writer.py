@@ -60,10 +60,33 @@ def write_repository(out: Path, models: List[ModelDir], root_files: Dict[str, Fi
     return out
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):  # kernel or file system without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and removed after."""
+    """Rename ``tmp`` to ``out``. An existing ``out`` is exchanged with ``tmp`` in one step
+    where the system allows it (so a kill at any moment leaves the old or the new
+    repository, never neither), else moved aside first; the old one is removed after."""
     if not out.exists():
         os.rename(tmp, out)
+        return
+    if not out.is_symlink() and _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the previous repository
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
     os.rename(out, old / out.name)

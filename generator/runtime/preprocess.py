@@ -2,8 +2,9 @@
 
 Input ``IMAGE`` (BYTES, ``[n, 1]`` per request). Outputs ``PREPROCESSED`` (FP32
 ``[n, 3, H, W]``) and ``TRANSFORM`` (FP32 ``[n, 5]``: scale, pad_x, pad_y, width,
-height). H and W come from the config parameters. An image that cannot be decoded
-fails its own request only, with a message naming the item.
+height). H and W come from the config parameters. An image that cannot be decoded, or whose
+header claims more pixels than the ``max_pixels`` parameter allows (checked before
+decoding), fails its own request only, with a message naming the item.
 """
 
 import numpy as np
@@ -21,6 +22,7 @@ class TritonPythonModel:
         params = stage_utils.read_parameters(args)
         self.height = int(params["height"])
         self.width = int(params["width"])
+        self.max_pixels = imaging.pixel_limit(params.get("max_pixels"))
         self.input_name = "IMAGE"
         # the detector may take float16 input (an FP16 ONNX); the config says which
         self.dtype = np.float16 if params.get("dtype", "FP32") == "FP16" else np.float32
@@ -33,10 +35,10 @@ class TritonPythonModel:
         images, transforms = [], []
         for index, item in enumerate(items.reshape(-1)):
             try:
-                chw, transform = imaging.preprocess_bytes(item, self.height, self.width)
-            except imaging.ImageError as exc:
+                chw, transform = imaging.preprocess_bytes(item, self.height, self.width, self.max_pixels)
+            except Exception as exc:  # anything about one item fails its own request, never the batch
                 return pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"{self.input_name}[{index}]: {exc}")
+                    output_tensors=[], error=stage_utils.bad_input(pb_utils, imaging.item_error(self.input_name, index, exc))
                 )
             images.append(chw)
             transforms.append(transform)

@@ -11,6 +11,8 @@ this file) in the primary context of the instance's GPU. Parameters (config.pbtx
 
 - ``height``, ``width``: the model input size;
 - ``dtype``: ``FP32`` (default) or ``FP16``;
+- ``max_pixels``: images whose header claims more pixels are refused before decoding
+  (default ``imaging.DEFAULT_MAX_PIXELS``);
 - ``output_device``: ``gpu`` (default; PREPROCESSED leaves as a GPU tensor through
   DLPack) or ``cpu`` (copied back to host memory: Jetson, whose Python backend has no
   GPU tensors).
@@ -48,6 +50,7 @@ class TritonPythonModel:
         params = stage_utils.read_parameters(args)
         self.height = int(params["height"])
         self.width = int(params["width"])
+        self.max_pixels = imaging.pixel_limit(params.get("max_pixels"))
         self.input_name = "IMAGE"
         dtype = params.get("dtype", "FP32").upper()
         if dtype not in DTYPES:
@@ -80,7 +83,7 @@ class TritonPythonModel:
 
     def _error(self, index, exc):
         return pb_utils.InferenceResponse(
-            output_tensors=[], error=pb_utils.TritonError(f"{self.input_name}[{index}]: {exc}"))
+            output_tensors=[], error=stage_utils.bad_input(pb_utils, imaging.item_error(self.input_name, index, exc)))
 
     def _one(self, request):
         items = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy().reshape(-1)
@@ -89,8 +92,8 @@ class TritonPythonModel:
         images, geometries, transforms = [], [], []
         for index, item in enumerate(items):
             try:
-                bgr = imaging.decode_bgr(item)
-            except imaging.ImageError as exc:
+                bgr = imaging.decode_bgr(item, self.max_pixels)
+            except Exception as exc:  # one item fails its own request, never the batch
                 return self._error(index, exc)
             h, w = bgr.shape[:2]
             geometry = imaging.letterbox_params(h, w, self.height, self.width)
@@ -118,8 +121,8 @@ class TritonPythonModel:
         images, transforms = [], []
         for index, item in enumerate(items):
             try:
-                chw, transform = imaging.preprocess_bytes(item, self.height, self.width)
-            except imaging.ImageError as exc:
+                chw, transform = imaging.preprocess_bytes(item, self.height, self.width, self.max_pixels)
+            except Exception as exc:  # one item fails its own request, never the batch
                 return self._error(index, exc)
             images.append(chw)
             transforms.append(transform)

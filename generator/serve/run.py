@@ -1,13 +1,16 @@
-"""``tritonforge serve``: run until Ctrl-C / SIGTERM, or until the server dies."""
+"""``tritonforge serve``: run until Ctrl-C / SIGTERM, or until the server dies or one of
+its models stops working (``watch.ModelWatch``): then stop it and exit non-zero, naming
+the model, so that a supervisor restarts it."""
 
 from __future__ import annotations
 
 import signal
 import time
-from typing import Callable
+from typing import Callable, List
 
 from generator.errors import ServerError
 from generator.serve.server import TritonServer, error_lines
+from generator.serve.watch import ModelWatch
 
 
 class _Stop(Exception):
@@ -18,18 +21,27 @@ def _raise_stop(signum, frame):  # noqa: ARG001
     raise _Stop()
 
 
-def serve_forever(server: TritonServer, timeout: float, echo: Callable[[str], None]) -> int:
-    """Start, wait for readiness, print endpoints, then wait; returns the exit code."""
+def model_names(server: TritonServer) -> List[str]:
+    """The models Triton serves from the repository: one folder with a config.pbtxt each."""
+    return sorted(p.parent.name for p in server.repository.glob("*/config.pbtxt"))
+
+
+def serve_forever(server: TritonServer, timeout: float, echo: Callable[[str], None], poll: float = 0.5) -> int:
+    """Start, wait for readiness, print endpoints, then watch; returns the exit code."""
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         server.start()
         server.wait_ready(timeout)
+        watch = ModelWatch(server, model_names(server)).start()
         e = server.endpoints
         echo(f"Triton is ready on {server.repository}")
         echo(f"  HTTP     {e.http}\n  gRPC     {e.grpc}\n  metrics  {e.metrics}")
         echo("Ctrl-C stops it.")
         while server.process.poll() is None:
-            time.sleep(0.5)
+            problem = watch.problem()
+            if problem:
+                raise ServerError(f"{problem}; stopping Triton on {server.repository}")
+            time.sleep(poll)
         lines = error_lines(server.log) or list(server.log)[-10:]
         raise ServerError(f"Triton exited unexpectedly (code {server.process.returncode}):\n  "
                           + "\n  ".join(line.rstrip() for line in lines))

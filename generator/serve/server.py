@@ -4,8 +4,10 @@ error lines when it is not, and stop it cleanly."""
 from __future__ import annotations
 
 import collections
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -76,6 +78,17 @@ def _check_port_free(host: str, port: int, what: str) -> None:
             raise ServerError(f"{what} port {port} on {host} is not free ({exc.strerror}); choose another") from exc
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the thread that started it ends
+    (even by SIGKILL), so a killed ``tritonforge serve`` leaves no server holding the ports."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def error_lines(log: Sequence[str]) -> List[str]:
     """Triton's own error lines: glog ``E...`` lines and UNAVAILABLE rows of the model table."""
     picked = []
@@ -92,13 +105,18 @@ class TritonServer:
 
     def __init__(self, repository: Path, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
                  host: str = "127.0.0.1", tritonserver: Optional[str] = None, backend_dir: Optional[str] = None,
-                 echo: bool = False, extra_args: Sequence[str] = ()):
+                 echo: bool = False, extra_args: Sequence[str] = (), die_with_parent: bool = False):
+        """``die_with_parent``: the server gets SIGTERM when the thread that starts it ends, even
+        by SIGKILL of the process (Linux); for a server started by a long-lived main thread
+        (``tritonforge serve``), not by a worker thread that ends before the server should."""
         self.repository = Path(repository).absolute()
+        self.die_with_parent = die_with_parent
         self.endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
         self._install_spec = (tritonserver, backend_dir)
         self.echo = echo
         self.extra_args = list(extra_args)
         self.log: Deque[str] = collections.deque(maxlen=5000)
+        self.lines_read = 0  # lines ever read (the deque keeps the last 5000)
         self.process: Optional[subprocess.Popen] = None
         self._reader: Optional[threading.Thread] = None
 
@@ -143,6 +161,7 @@ class TritonServer:
         self.process = subprocess.Popen(
             self.command(install), env=install.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
@@ -152,6 +171,7 @@ class TritonServer:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
             self.log.append(line)
+            self.lines_read += 1
             if self.echo:
                 print(line, end="", flush=True)
 
@@ -177,8 +197,11 @@ class TritonServer:
         raise ServerError(self._failure(f"was not ready after {timeout:.0f} s"))
 
     def _failure(self, what: str) -> str:
+        from generator.serve.watch import failed_loads
+
         lines = error_lines(self.log) or [line.rstrip() for line in list(self.log)[-20:]]
-        return f"Triton server on {self.repository} {what}:\n  " + "\n  ".join(lines)
+        failed = "".join(f"; model '{m}' failed to load: {why}" for m, why in failed_loads(self.log).items())
+        return f"Triton server on {self.repository} {what}{failed}:\n  " + "\n  ".join(lines)
 
     def _join_reader(self) -> None:
         if self._reader is not None:

@@ -5,11 +5,17 @@ import numpy as np
 
 
 class TritonError:
-    def __init__(self, message):
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message, code=INTERNAL):
         self._message = message
+        self._code = code
 
     def message(self):
         return self._message
+
+    def code(self):
+        return self._code
 
 
 class Tensor:

@@ -86,3 +86,15 @@ def test_embedded_detector_runs_onnx_runtime(pb_utils, contract_onnx, tmp_path):
     sess = ort.InferenceSession(str(contract_onnx), providers=["CPUExecutionProvider"])
     for x, r in zip(xs, responses):
         np.testing.assert_allclose(r.output("output0"), sess.run(None, {"images": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_image_error_is_invalid_argument(pb_utils):
+    """A bad image is the client's fault: status INVALID_ARG (HTTP 400), not INTERNAL, so no retry."""
+    from generator.runtime import preprocess
+
+    model = preprocess.TritonPythonModel()
+    model.initialize({"model_config": json.dumps({"parameters": {
+        "height": {"string_value": "64"}, "width": {"string_value": "64"}}})})
+    response = model.execute([pb_utils.InferenceRequest(IMAGE=np.array([[b"not an image"]], dtype=object))])[0]
+    assert response.has_error() and response.error().code() == pb_utils.TritonError.INVALID_ARG
+    assert response.error().message().startswith("IMAGE[0]: ")

@@ -14,3 +14,10 @@ def read_parameters(args: Dict[str, str]) -> Dict[str, str]:
 
 def model_config(args: Dict[str, str]) -> dict:
     return json.loads(args["model_config"])
+
+
+def bad_input(pb_utils, message: str):
+    """A TritonError with status INVALID_ARG (HTTP 400) where the Python backend supports
+    error codes, so clients can tell a bad input from a server failure (never retried)."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
