@@ -1,7 +1,8 @@
 """Triton Python-backend model: raw detector output -> padded detections.
 
-All requests handed over by the dynamic batcher are concatenated and decoded with one
-vectorized NMS call, then split back per request. Thresholds and the maximum number
+All requests handed over by the dynamic batcher are concatenated and decoded in one
+vectorized pass, then NMS runs per image (``boxes.postprocess``) and the results are
+split back per request. Thresholds and the maximum number
 of detections come from the config parameters.
 
 With ``nms: engine`` the plan already ran NMS (TensorRT's EfficientNMS): the inputs
