@@ -20,7 +20,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from client import DetectionClient  # noqa: E402
 from generator.export.onnx_export import export_onnx  # noqa: E402
-from generator.loadtest import latency_summary  # noqa: E402
+from generator.loadtest import latency_summary, run_level  # noqa: E402
 from generator.models.checkpoint import build_detector  # noqa: E402
 from generator.repository.generate import generate  # noqa: E402
 from generator.repository.targets import GenerateOptions  # noqa: E402
@@ -42,33 +41,12 @@ MODEL = "detector_ensemble"
 
 
 def served_throughput(url: str, images, concurrency: int, seconds: float) -> float:
-    """Images per second with ``concurrency`` threads, each keeping one request in flight."""
-    stop = [0.0]
-    counts = [0] * concurrency
-    ready = threading.Barrier(concurrency + 1)
-    go = threading.Event()
-
-    def worker(k: int) -> None:
-        with DetectionClient(url, model=MODEL) as c:
-            c.detect(images[k % len(images)])
-            ready.wait()
-            go.wait()  # stop_at is set before go
-            i = k
-            while time.monotonic() < stop[0]:
-                c.detect(images[i % len(images)])
-                counts[k] += 1
-                i += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    ready.wait()
-    start = time.monotonic()
-    stop[0] = start + seconds
-    go.set()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.monotonic() - start)
+    """Images per second with ``concurrency`` threads, each keeping one request in flight
+    (the same load generator as ``tritonforge bench --url``)."""
+    row = run_level(url, "grpc", MODEL, images, concurrency, seconds)
+    if row["errors"]:
+        raise RuntimeError(f"{row['errors']} failed requests at concurrency {concurrency}: {row['first_error']}")
+    return row["throughput_img_s"]
 
 
 def in_process_throughput(onnx: Path, images, batch: int, seconds: float, imgsz: int) -> float:

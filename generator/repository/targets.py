@@ -160,18 +160,22 @@ def _runtime(*names: str) -> Dict[str, FileSource]:
     return files
 
 
-def preprocess_model(sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
+def preprocess_model(sig: DetectorSignature, opts: GenerateOptions, modules=("preprocess.py", "imaging.py", "stage_utils.py"),
+                     parameters: Optional[Dict[str, str]] = None, instance_kind: str = "KIND_CPU",
+                     comment: str = "decode, letterbox (pad 114), RGB, /255, CHW; TRANSFORM = scale, pad_x, pad_y, w, h",
+                     ) -> ModelDir:
+    """The preprocess stage; ``modules`` (entry first) and extra ``parameters`` vary by target."""
     stage = PythonStage(
         name=f"{opts.name}_preprocess", max_batch_size=opts.max_batch_size,
         inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))],
         outputs=[Tensor("PREPROCESSED", f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width)),
                  Tensor("TRANSFORM", "TYPE_FP32", (5,))],
         parameters={"height": str(sig.height), "width": str(sig.width), "dtype": sig.input_dtype,
-                    "max_pixels": str(opts.max_image_pixels)},
-        comment="decode JPEG/PNG, letterbox (pad 114), RGB, /255, CHW; TRANSFORM = scale, pad_x, pad_y, w, h",
-        instance_count=opts.preprocess_instances, dynamic_batching=_batched(opts),
+                    "max_pixels": str(opts.max_image_pixels), **(parameters or {})},
+        comment=comment, instance_count=opts.preprocess_instances, instance_kind=instance_kind,
+        dynamic_batching=_batched(opts),
     )
-    return ModelDir(stage, _runtime("preprocess.py", "imaging.py", "stage_utils.py"))
+    return ModelDir(stage, _runtime(*modules))
 
 
 def postprocess_model(sig: DetectorSignature, opts: GenerateOptions, engine_nms: bool = False) -> ModelDir:

@@ -19,10 +19,10 @@ from typing import Dict, List, Optional, Tuple
 
 from generator.errors import UsageError
 from generator.export.signature import DetectorSignature
-from generator.repository.stages import PythonStage, Tensor, TensorRTStage
+from generator.repository.stages import TensorRTStage
 from generator.repository.targets import (
-    FileSource, GenerateOptions, ModelDir, Target, _batched, _detector_tensors, _runtime, engine_nms_outputs,
-    ensemble_model, postprocess_model, register_target,
+    FileSource, GenerateOptions, ModelDir, Target, _batched, _detector_tensors, engine_nms_outputs,
+    ensemble_model, postprocess_model, preprocess_model, register_target,
 )
 from generator.resources import templates_dir
 
@@ -159,21 +159,13 @@ class TensorRTTarget(Target):
         return self.models(onnx, sig, opts)[1]
 
     def preprocess(self, sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
-        stage = PythonStage(
-            name=f"{opts.name}_preprocess", max_batch_size=opts.max_batch_size,
-            inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))],
-            outputs=[Tensor("PREPROCESSED", f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width)),
-                     Tensor("TRANSFORM", "TYPE_FP32", (5,))],
-            parameters={"height": str(sig.height), "width": str(sig.width), "dtype": sig.input_dtype,
-                        "output_device": self.preprocess_output, "max_pixels": str(opts.max_image_pixels)},
+        model = preprocess_model(
+            sig, opts, ("preprocess_gpu.py", "imaging.py", "stage_utils.py", "cuda_letterbox.py"),
+            parameters={"output_device": self.preprocess_output}, instance_kind=self.preprocess_kind,
             comment=(f"decode on the CPU, then one CUDA kernel: letterbox + pad 114 + BGR->RGB + /255 + CHW; "
-                     f"output on the {self.preprocess_output.upper()} (CPU fallback without pycuda/GPU)"),
-            instance_count=opts.preprocess_instances, instance_kind=self.preprocess_kind,
-            dynamic_batching=_batched(opts),
-        )
-        files = _runtime("preprocess_gpu.py", "imaging.py", "stage_utils.py", "cuda_letterbox.py")
-        files[f"1/{KERNEL}"] = templates_dir() / "cuda" / KERNEL
-        return ModelDir(stage, files)
+                     f"output on the {self.preprocess_output.upper()} (CPU fallback without pycuda/GPU)"))
+        model.files[f"1/{KERNEL}"] = templates_dir() / "cuda" / KERNEL
+        return model
 
     def detector_dir(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions, built, spec: Optional[PlanSpec],
                      engine_nms: bool) -> ModelDir:
