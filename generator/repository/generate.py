@@ -48,6 +48,7 @@ def generate(onnx: Path, target: str, out: Path, opts: GenerateOptions, force: b
     out = Path(out)
     check_destination(out.absolute(), force)
     sig = read_signature(Path(onnx))
+    opts = chosen.resolve(Path(onnx), opts)
     models = chosen.models(Path(onnx), sig, opts)
     sha = hashlib.sha256(Path(onnx).read_bytes()).hexdigest()
     readme = render_template(

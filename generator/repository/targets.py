@@ -118,6 +118,10 @@ class Target:
         if given:
             raise UsageError(f"{', '.join(given)}: only for the gpu and jetson targets (TensorRT), not {self.name!r}")
 
+    def resolve(self, onnx: Path, opts: GenerateOptions) -> GenerateOptions:
+        """The options every file is generated from (a TensorRT target matches them to its plan)."""
+        return opts
+
     def root_files(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions) -> Dict[str, FileSource]:
         """Extra files at the repository root (scripts, requirements)."""
         return {}

@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from generator.errors import UsageError
 from generator.export.signature import DetectorSignature
@@ -125,6 +125,14 @@ def reconcile_with_plan(opts: GenerateOptions, info: Optional[dict], plan: Path)
     return given
 
 
+class _Prepared(NamedTuple):
+    opts: GenerateOptions  # matched to the plan
+    plan: Optional[bytes]  # raw plan bytes (header removed), or None: built later by build_plans.sh
+    header: Optional[dict]  # the private header that was removed
+    info: Optional[dict]  # the plan's build.json
+    spec: Optional[PlanSpec]  # the deferred build
+
+
 class TensorRTTarget(Target):
     """Shared by ``gpu`` and ``jetson``: a ``tensorrt_plan`` detector between GPU preprocessing
     and the postprocess stage."""
@@ -134,29 +142,47 @@ class TensorRTTarget(Target):
     preprocess_kind = "KIND_GPU"
     not_allowed: Dict[str, str] = {}  # option -> reason
 
+    def __init__(self) -> None:
+        self._prepared: Dict[tuple, _Prepared] = {}
+
     def check_options(self, opts: GenerateOptions) -> None:
         for key, reason in self.not_allowed.items():
             if getattr(opts, key) is not None:
                 flag = "--" + key.replace("_", "-")
                 raise UsageError(f"{flag}: {reason}")
 
-    def _prepare(self, onnx: Path, opts: GenerateOptions):
-        """(options matched to the plan, plan bytes + header info, or the spec of the deferred build)."""
-        if opts.plan is not None:
-            plan = Path(opts.plan)
-            data, header = strip_plan_header(plan.read_bytes(), plan)
-            return reconcile_with_plan(opts, read_plan_info(plan), plan), (data, header), None
-        spec = plan_spec(onnx, opts)
-        return opts, None, spec
+    def resolve(self, onnx: Path, opts: GenerateOptions) -> GenerateOptions:
+        return self._prepare(onnx, opts).opts
+
+    def _prepare(self, onnx: Path, opts: GenerateOptions) -> "_Prepared":
+        """Options matched to the plan and the plan's bytes, or the spec of the deferred build.
+
+        ``generate`` asks for this from ``resolve``, ``models``, ``root_files`` and
+        ``manifest``: the plan is read (and the ONNX inspected) once per generation.
+        """
+        key = (str(onnx), repr(opts))
+        if key not in self._prepared:
+            if opts.plan is not None:
+                plan = Path(opts.plan)
+                data, header = strip_plan_header(plan.read_bytes(), plan)
+                info = read_plan_info(plan)
+                prepared = _Prepared(reconcile_with_plan(opts, info, plan), data, header, info, None)
+            else:
+                prepared = _Prepared(opts, None, None, None, plan_spec(onnx, opts))
+            # keyed by what was asked and by the resolved options the later calls pass
+            self._prepared = {key: prepared, (str(onnx), repr(prepared.opts)): prepared}
+        return self._prepared[key]
 
     def models(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions) -> List[ModelDir]:
-        opts, built, spec = self._prepare(onnx, opts)
+        prepared = self._prepare(onnx, opts)
+        opts = prepared.opts
         engine_nms = (opts.nms or "postprocess") == "engine"
-        return [self.preprocess(sig, opts), self.detector_dir(onnx, sig, opts, built, spec, engine_nms),
+        return [self.preprocess(sig, opts), self.detector_dir(onnx, sig, opts, prepared.plan, engine_nms),
                 postprocess_model(sig, opts, engine_nms), ensemble_model(sig, opts, engine_nms)]
 
     def detector(self, onnx, sig, opts):
-        return self.models(onnx, sig, opts)[1]
+        prepared = self._prepare(onnx, opts)
+        return self.detector_dir(onnx, sig, prepared.opts, prepared.plan, prepared.opts.nms == "engine")
 
     def preprocess(self, sig: DetectorSignature, opts: GenerateOptions) -> ModelDir:
         model = preprocess_model(
@@ -167,7 +193,7 @@ class TensorRTTarget(Target):
         model.files[f"1/{KERNEL}"] = templates_dir() / "cuda" / KERNEL
         return model
 
-    def detector_dir(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions, built, spec: Optional[PlanSpec],
+    def detector_dir(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions, plan: Optional[bytes],
                      engine_nms: bool) -> ModelDir:
         inputs, outputs = _detector_tensors(sig)
         if engine_nms:
@@ -175,12 +201,12 @@ class TensorRTTarget(Target):
         stage = TensorRTStage(
             name=opts.name, max_batch_size=opts.max_batch_size, inputs=inputs, outputs=outputs,
             comment=("detector: TensorRT plan" + (" with NMS inside (EfficientNMS)" if engine_nms else "")
-                     + ("" if built else "; build 1/model.plan on the serving machine with build_plans.sh")),
+                     + ("" if plan is not None else "; build 1/model.plan on the serving machine with build_plans.sh")),
             instance_count=opts.detector_instances, instance_kind="KIND_GPU", dynamic_batching=_batched(opts),
         )
         files: Dict[str, FileSource] = {}
-        if built is not None:
-            files["1/model.plan"] = built[0]
+        if plan is not None:
+            files["1/model.plan"] = plan
             info_file = Path(opts.plan).with_name("build.json")
             if info_file.is_file():
                 files["1/build.json"] = info_file
@@ -194,15 +220,16 @@ class TensorRTTarget(Target):
     def root_files(self, onnx: Path, sig: DetectorSignature, opts: GenerateOptions) -> Dict[str, FileSource]:
         from generator.repository.render import render_template
 
-        opts, built, spec = self._prepare(onnx, opts)
+        prepared = self._prepare(onnx, opts)
+        opts = prepared.opts
         files: Dict[str, FileSource] = {
             "requirements.txt": render_template("scripts/requirements.txt.j2", target=self).encode(),
             "launch_triton.sh": render_template(f"scripts/launch_triton_{self.name}.sh.j2", target=self, opts=opts,
                                                 sig=sig).encode(),
         }
-        if built is None:
+        if prepared.plan is None:
             files["build_plans.sh"] = render_template("scripts/build_plans.sh.j2", target=self, opts=opts, sig=sig,
-                                                      spec=spec).encode()
+                                                      spec=prepared.spec).encode()
         return files
 
     def serve_steps(self, opts):
@@ -211,14 +238,13 @@ class TensorRTTarget(Target):
         return ([] if opts.plan is not None else ["./build_plans.sh"]) + [launch]
 
     def manifest(self, onnx, sig, opts, sha256):
-        opts, built, spec = self._prepare(onnx, opts)
-        info = json.loads(super().manifest(onnx, sig, opts, sha256))
-        if built is not None:
-            data, header = built
-            info["plan"] = {"file": Path(opts.plan).name, "sha256": hashlib.sha256(data).hexdigest(),
-                            "private_header_removed": header is not None, "build_info": read_plan_info(Path(opts.plan))}
+        prepared = self._prepare(onnx, opts)
+        info = json.loads(super().manifest(onnx, sig, prepared.opts, sha256))
+        if prepared.plan is not None:
+            info["plan"] = {"file": Path(opts.plan).name, "sha256": hashlib.sha256(prepared.plan).hexdigest(),
+                            "private_header_removed": prepared.header is not None, "build_info": prepared.info}
         else:
-            info["plan"] = {"build": "build_plans.sh", "spec": spec.__dict__}
+            info["plan"] = {"build": "build_plans.sh", "spec": prepared.spec.__dict__}
         return json.dumps(info, indent=2, sort_keys=True) + "\n"
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import List, Set, Tuple
 
+from generator.serve.server import free_port
 from generator.serve.watch import child_pids, stub_processes  # noqa: F401  (re-exported for the tests)
 
 PROC = Path("/proc")
@@ -97,3 +100,25 @@ def non_loopback_address() -> str:
         except OSError:
             return ""
     return "" if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def start_serve(repo, *extra):
+    """``tritonforge serve REPO`` as a user starts it, on free ports: (process, [http, grpc, metrics])."""
+    ports = [free_port(), free_port(), free_port()]
+    cmd = [sys.executable, "-m", "generator", "serve", str(repo), "--http-port", str(ports[0]),
+           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--timeout", "120", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env), ports
+
+
+def wait_serve_ready(proc, timeout=150):
+    """The output of ``serve`` up to its "ready" message; AssertionError with the output otherwise."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops it" in line:
+            return "".join(lines)
+    raise AssertionError("serve did not get ready:\n" + "".join(lines))

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -18,29 +17,11 @@ from generator.errors import ServerError
 from generator.serve.run import serve_forever
 from generator.serve.server import TritonServer, free_port
 
-from .procs import LOOPBACK, find_tritonserver, listening, non_loopback_address, stub_processes
+from .procs import (
+    LOOPBACK, find_tritonserver, listening, non_loopback_address, start_serve, stub_processes, wait_serve_ready,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-
-
-def _serve(repo, *extra):
-    ports = [free_port(), free_port(), free_port()]
-    cmd = [sys.executable, "-m", "generator", "serve", str(repo), "--http-port", str(ports[0]),
-           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--timeout", "120", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env), ports
-
-
-def _wait_ready(proc, timeout=150):
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops it" in line:
-            return "".join(lines)
-    raise AssertionError("serve did not get ready:\n" + "".join(lines))
 
 
 def _pid_alive(pid):
@@ -54,9 +35,9 @@ def _pid_alive(pid):
 @pytest.fixture(scope="module")
 def serving(served_repo):
     """``tritonforge serve`` with default options, as a user starts it; stopped at the end."""
-    proc, ports = _serve(served_repo)
+    proc, ports = start_serve(served_repo)
     try:
-        _wait_ready(proc)
+        wait_serve_ready(proc)
         yield proc, ports, find_tritonserver(proc.pid)
     finally:
         if proc.poll() is None:
@@ -107,7 +88,7 @@ def test_serve_names_a_detector_that_failed_to_load(served_repo, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(served_repo, broken)
     (broken / "shapes" / "1" / "model.onnx").write_bytes(os.urandom(4096))
-    proc, _ = _serve(broken)
+    proc, _ = start_serve(broken)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 4, out
     assert f"Triton server on {broken} exited with code 1; model 'shapes' failed to load:" in out, out
@@ -139,9 +120,9 @@ def test_serve_notices_a_model_that_is_no_longer_ready(served_repo):
 
 def test_killed_serve_takes_triton_with_it(served_repo):
     """``tritonforge serve`` killed with SIGKILL (no handler runs): Triton still goes, ports freed."""
-    proc, ports = _serve(served_repo)
+    proc, ports = start_serve(served_repo)
     try:
-        _wait_ready(proc)
+        wait_serve_ready(proc)
         tritonserver = find_tritonserver(proc.pid)
         assert _pid_alive(tritonserver)
         proc.kill()

@@ -5,30 +5,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
-from generator.serve.server import free_port
-
-
-def _serve(repo, *extra):
-    ports = [free_port(), free_port(), free_port()]
-    cmd = [sys.executable, "-m", "generator", "serve", str(repo), "--http-port", str(ports[0]),
-           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--timeout", "120", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), ports
+from .procs import start_serve, wait_serve_ready
 
 
 def test_serve_prints_endpoints_and_stops_on_sigterm(served_repo):
-    proc, ports = _serve(served_repo)
-    lines = []
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops it" in line:
-            break
-    text = "".join(lines)
+    proc, ports = start_serve(served_repo)
+    text = wait_serve_ready(proc)
     assert "Triton is ready" in text, text
     assert f"127.0.0.1:{ports[1]}" in text and f"127.0.0.1:{ports[0]}" in text
     proc.send_signal(signal.SIGTERM)
@@ -44,7 +27,7 @@ def test_serve_names_the_model_that_failed_to_load(served_repo, tmp_path):
     model_py.write_text(model_py.read_text().replace(
         "        params = stage_utils.read_parameters(args)",
         "        raise RuntimeError('weights are missing on purpose')", 1))
-    proc, _ = _serve(broken)
+    proc, _ = start_serve(broken)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 4, out
     assert "shapes_postprocess" in out and "weights are missing on purpose" in out
@@ -56,7 +39,7 @@ def test_serve_refuses_a_cpu_repository_on_the_bundled_server(served_repo, tmp_p
 
     onnx = served_repo / "shapes" / "1" / "model.onnx"
     generate(onnx, "cpu", tmp_path / "cpu", GenerateOptions())
-    proc, _ = _serve(tmp_path / "cpu")
+    proc, _ = start_serve(tmp_path / "cpu")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "needs the 'onnxruntime' backend" in out, out
 

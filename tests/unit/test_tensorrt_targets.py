@@ -136,6 +136,7 @@ def test_plan_build_info_bounds_the_batch_and_brings_engine_nms(contract_onnx, t
     ens = config(repo, "detector_ensemble")
     assert list(ens.output[1].dims) == [20, 4]
     assert (repo / "detector" / "1" / "build.json").is_file()
+    assert "`[N, 20, 4]` FP32" in (repo / "README.md").read_text()  # the README follows the plan too
 
 
 @pytest.mark.parametrize("opts, message", [
