@@ -253,44 +253,43 @@ static int tf_check(const TfLetterbox& p, int batch_index) {
     return 0;
 }
 
-extern "C" int letterbox_host_f32(const unsigned char* src, float* dst, double scale_x, double scale_y, int src_h,
-                                  int src_w, int src_stride, int batch_index, int out_h, int out_w, int new_h,
-                                  int new_w, int top, int left) {
+static float tf_host_f32(int v) { return tf_unit(v); }
+static uint16_t tf_host_f16(int v) { return tf_half_bits(tf_unit(v)); }
+
+// the whole image on the CPU, pixel by pixel, with the kernel's per-pixel arithmetic
+template <typename Out, Out (*Cast)(int)>
+static int tf_host_letterbox(const unsigned char* src, Out* dst, double scale_x, double scale_y, int src_h,
+                             int src_w, int src_stride, int batch_index, int out_h, int out_w, int new_h, int new_w,
+                             int top, int left) {
     TfLetterbox p = tf_params(scale_x, scale_y, src_h, src_w, src_stride, out_h, out_w, new_h, new_w, top, left);
     if (tf_check(p, batch_index) != 0) return -1;
     size_t plane = (size_t)out_h * (size_t)out_w;
-    float* base = dst + (size_t)batch_index * 3 * plane;
+    Out* base = dst + (size_t)batch_index * 3 * plane;
     for (int y = 0; y < out_h; ++y) {
         for (int x = 0; x < out_w; ++x) {
             int rgb[3];
             tf_letterbox_pixel(p, src, x, y, rgb);
             size_t i = (size_t)y * (size_t)out_w + (size_t)x;
-            base[i] = tf_unit(rgb[0]);
-            base[plane + i] = tf_unit(rgb[1]);
-            base[2 * plane + i] = tf_unit(rgb[2]);
+            base[i] = Cast(rgb[0]);
+            base[plane + i] = Cast(rgb[1]);
+            base[2 * plane + i] = Cast(rgb[2]);
         }
     }
     return 0;
 }
 
+extern "C" int letterbox_host_f32(const unsigned char* src, float* dst, double scale_x, double scale_y, int src_h,
+                                  int src_w, int src_stride, int batch_index, int out_h, int out_w, int new_h,
+                                  int new_w, int top, int left) {
+    return tf_host_letterbox<float, tf_host_f32>(src, dst, scale_x, scale_y, src_h, src_w, src_stride, batch_index,
+                                                 out_h, out_w, new_h, new_w, top, left);
+}
+
 extern "C" int letterbox_host_f16(const unsigned char* src, uint16_t* dst, double scale_x, double scale_y, int src_h,
                                   int src_w, int src_stride, int batch_index, int out_h, int out_w, int new_h,
                                   int new_w, int top, int left) {
-    TfLetterbox p = tf_params(scale_x, scale_y, src_h, src_w, src_stride, out_h, out_w, new_h, new_w, top, left);
-    if (tf_check(p, batch_index) != 0) return -1;
-    size_t plane = (size_t)out_h * (size_t)out_w;
-    uint16_t* base = dst + (size_t)batch_index * 3 * plane;
-    for (int y = 0; y < out_h; ++y) {
-        for (int x = 0; x < out_w; ++x) {
-            int rgb[3];
-            tf_letterbox_pixel(p, src, x, y, rgb);
-            size_t i = (size_t)y * (size_t)out_w + (size_t)x;
-            base[i] = tf_half_bits(tf_unit(rgb[0]));
-            base[plane + i] = tf_half_bits(tf_unit(rgb[1]));
-            base[2 * plane + i] = tf_half_bits(tf_unit(rgb[2]));
-        }
-    }
-    return 0;
+    return tf_host_letterbox<uint16_t, tf_host_f16>(src, dst, scale_x, scale_y, src_h, src_w, src_stride,
+                                                    batch_index, out_h, out_w, new_h, new_w, top, left);
 }
 
 #endif  // TRITONFORGE_HOST_REFERENCE

