@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generator.data.synth import synthesize  # noqa: E402
 from generator.demo import DEFAULT, heldout_set  # noqa: E402
 from generator.evaluation.coco import evaluate  # noqa: E402
-from generator.evaluation.predictors import OnnxRunner, offline_detector  # noqa: E402
+from generator.evaluation.predictors import offline_detector  # noqa: E402
+from generator.runners import open_runner  # noqa: E402
 from generator.export.onnx_export import export_onnx  # noqa: E402
 from generator.models import families  # noqa: E402
 from generator.models.checkpoint import load_checkpoint  # noqa: E402
@@ -52,7 +53,8 @@ def main() -> None:
             det = load_checkpoint(tmp / f"{name}.pt")
             onnx[name] = tmp / f"{name}.onnx"
             export_onnx(det, onnx[name])
-            result = evaluate(heldout, offline_detector(OnnxRunner(onnx[name]), args.imgsz, args.imgsz), progress=False)
+            runner = open_runner("onnxruntime", onnx[name])
+            result = evaluate(heldout, offline_detector(runner, args.imgsz, args.imgsz), progress=False)
             rows.append({"name": name, "params": count_params(det.model), "gflops": round(gflops(det.model, args.imgsz), 3),
                          "map50_95": round(result.map50_95, 4), "map50": round(result.map50, 4),
                          "train_s": round(time.time() - t0, 1)})

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from generator.export import cuda_tools  # noqa: E402
 from generator.runtime import cuda_letterbox as cl  # noqa: E402
 from generator.runtime import imaging  # noqa: E402
 
@@ -85,7 +86,7 @@ def main() -> int:
     checks = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            host = cl.HostReference(cl.compile_host_reference(Path(tmp) / "letterbox_host.so"))
+            host = cuda_tools.HostReference(cuda_tools.compile_host_reference(Path(tmp) / "letterbox_host.so"))
         except Exception as exc:  # no compiler on the device: compare with OpenCV only
             host = None
             print(f"host reference unavailable ({exc}); comparing with the CPU preprocess only")

@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generator.runtime import boxes  # noqa: E402
+from generator.runtime.letterbox import unletterbox  # noqa: E402
 
 
 def synthetic_raw(batch: int, classes: int, anchors: int, objects: int, size: int = 640, seed: int = 0) -> np.ndarray:
@@ -91,7 +92,7 @@ def per_image_opencv(raw, transforms, score_threshold, iou_threshold, max_det, c
         n = len(idx)
         xyxy = np.column_stack((tl[idx, 0], tl[idx, 1], tl[idx, 0] + tl[idx, 2], tl[idx, 1] + tl[idx, 3]))
         out_num[i] = n
-        out_boxes[i, :n] = boxes.unletterbox(xyxy.astype(np.float32), transforms[i])
+        out_boxes[i, :n] = unletterbox(xyxy.astype(np.float32), transforms[i])
         out_scores[i, :n] = conf[idx]
         out_classes[i, :n] = cls[idx]
     return out_num, out_boxes, out_scores, out_classes

@@ -32,7 +32,7 @@ from generator.export.onnx_export import export_onnx  # noqa: E402
 from generator.loadtest import latency_summary, run_level  # noqa: E402
 from generator.models.checkpoint import build_detector  # noqa: E402
 from generator.repository.generate import generate  # noqa: E402
-from generator.repository.targets import GenerateOptions  # noqa: E402
+from generator.repository.options import RepositoryOptions  # noqa: E402
 from generator.runtime import boxes, imaging  # noqa: E402
 from generator.samples import sample_image, write_samples  # noqa: E402
 from generator.serve.server import TritonServer, free_port  # noqa: E402
@@ -50,18 +50,18 @@ def served_throughput(url: str, images, concurrency: int, seconds: float) -> flo
 
 
 def in_process_throughput(onnx: Path, images, batch: int, seconds: float, imgsz: int) -> float:
-    """The same work in one process: decode + letterbox each image, one ORT call per batch, NMS."""
-    import onnxruntime as ort
+    """The same work in one process: decode + letterbox each image, one call per batch of the
+    runner the embedded detector stage uses (ONNX Runtime, same session settings), NMS."""
+    from generator.runners import open_runner
 
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    runner = open_runner("onnxruntime", onnx)
     done, i = 0, 0
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         pre = [imaging.preprocess_bytes(images[(i + j) % len(images)], imgsz, imgsz) for j in range(batch)]
         x = np.stack([p[0] for p in pre])
         t = np.stack([p[1] for p in pre])
-        raw = session.run(None, {"images": x})[0]
-        boxes.postprocess(raw, t, 0.25, 0.45, 100)
+        boxes.postprocess(runner(x), t, 0.25, 0.45, 100)
         done += batch
         i += batch
     return done / (time.monotonic() - start)
@@ -129,8 +129,8 @@ def main() -> None:
         det = build_detector("yolo-n", 3, args.imgsz, seed=0)
         onnx = tmp / "d.onnx"
         export_onnx(det, onnx)
-        generate(onnx, "embedded", tmp / "on", GenerateOptions(max_batch_size=c))
-        generate(onnx, "embedded", tmp / "off", GenerateOptions(max_batch_size=c, dynamic_batching=False))
+        generate(onnx, "embedded", tmp / "on", RepositoryOptions(max_batch_size=c))
+        generate(onnx, "embedded", tmp / "off", RepositoryOptions(max_batch_size=c, dynamic_batching=False))
         images = [p.read_bytes() for p in write_samples(tmp / "img", 8)]
         import cv2
 

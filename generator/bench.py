@@ -55,16 +55,16 @@ def plan_variant(name: str, path: Path, echo: Callable[[str], None] = print) -> 
     Size from the ``build.json`` beside the plan, else from the engine's input shape. Without
     TensorRT, pycuda or a GPU the entry is a skipped row, not an error.
     """
-    from generator.evaluation.predictors import TensorRTRunner, tensorrt_unavailable
-    from generator.export.trt_build import read_build_info
+    from generator.export.tensorrt.record import read_build_info
+    from generator.runners import open_runner, tensorrt_runner
 
     info = read_build_info(path) or {}
     size = tuple(info["image_size"]) if info.get("image_size") else None
-    why = tensorrt_unavailable()
+    why = tensorrt_runner.tensorrt_unavailable()
     if why:
         echo(f"      {name}: {TENSORRT_SKIPPED} ({why})")
         return {"runtime": "tensorrt", "note": TENSORRT_SKIPPED}, size
-    runner = TensorRTRunner(path)
+    runner = open_runner("tensorrt", path)
     entry = {"runtime": "tensorrt", "runner": runner}
     if info.get("precision"):
         entry["note"] = f"{info['precision']} plan"

@@ -8,12 +8,11 @@ the served mAP next to the offline mAP at the same thresholds.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 from generator.errors import UsageError
 from generator.loadtest import latency_summary
@@ -92,8 +91,9 @@ def _run(out: Path, force: bool, budget: Budget, work: Path, keep_server: bool, 
 
 def _compress_chain(data_yaml: Path, budget: Budget, work: Path, echo) -> Dict[str, Path]:
     """teacher -> student (no KD) and student_kd -> pruned_kd; returns the checkpoints."""
+    from generator.compress.config import DistillConfig, PruneConfig
     from generator.compress.distill import run_distill
-    from generator.compress.prune import prune_and_finetune
+    from generator.compress.prune.run import prune_and_finetune
     from generator.training.trainer import TrainConfig, train
 
     quiet = lambda line: None  # noqa: E731
@@ -105,12 +105,14 @@ def _compress_chain(data_yaml: Path, budget: Budget, work: Path, echo) -> Dict[s
     r = train(TrainConfig(model=b.student, out=str(ckpts["student"]), epochs=b.student_epochs, **common), echo=quiet)
     echo(f"[3/8] student {b.student} without distillation: {b.student_epochs} epochs in {r.seconds:.0f} s, "
          f"val mAP50 {r.metrics['map50']:.3f}")
-    r = run_distill(ckpts["teacher"], b.student, str(data_yaml), ckpts["student_kd"], epochs=b.student_epochs,
-                    imgsz=b.imgsz, batch=b.batch, lr=b.lr, echo=quiet)
+    r = run_distill(DistillConfig(teacher=ckpts["teacher"], student=b.student, data=str(data_yaml),
+                                  out=ckpts["student_kd"], epochs=b.student_epochs, imgsz=b.imgsz, batch=b.batch,
+                                  lr=b.lr), echo=quiet)
     echo(f"      student {b.student} distilled from the teacher: {r.seconds:.0f} s, val mAP50 {r.metrics['map50']:.3f}")
-    p = prune_and_finetune(ckpts["student_kd"], data_yaml, b.prune_ratio, "lamp", True, 8, 1, b.finetune_epochs,
-                           ckpts["pruned_kd"], teacher=ckpts["student_kd"], imgsz=b.imgsz, batch=b.batch,
-                           echo=quiet, progress=False)
+    cfg = PruneConfig(checkpoint=ckpts["student_kd"], data=data_yaml, ratio=b.prune_ratio, importance="lamp",
+                      global_pruning=True, round_to=8, steps=1, finetune_epochs=b.finetune_epochs,
+                      out=ckpts["pruned_kd"], teacher=ckpts["student_kd"], imgsz=b.imgsz, batch=b.batch)
+    p = prune_and_finetune(cfg, echo=quiet, progress=False)
     rep = p["report"]
     echo(f"[4/8] pruned student_kd (global LAMP, ratio {b.prune_ratio}, multiples of 8) to "
          f"{rep['gflops_after'] / rep['gflops_before']:.0%} of its GFLOPs, fine-tuned {b.finetune_epochs} epochs "
@@ -118,26 +120,35 @@ def _compress_chain(data_yaml: Path, budget: Budget, work: Path, echo) -> Dict[s
     return ckpts
 
 
-def _export_variants(ckpts: Dict[str, Path], heldout, budget: Budget, work: Path, echo) -> Dict[str, dict]:
-    """ONNX for every checkpoint (checked on held-out images), plus the INT8 Q/DQ of pruned_kd."""
-    import numpy as np
+def _export_variants(ckpts: Dict[str, Path], budget: Budget, work: Path, echo) -> Dict[str, dict]:
+    """ONNX for every checkpoint (checked on held-out images), plus the INT8 Q/DQ of pruned_kd.
 
+    Each output's reproducer records the ``tritonforge`` command that does the same step
+    (``tritonforge export ...``, ``tritonforge quantize ...``), not ``tritonforge demo``.
+    """
     from generator.compress.calibration import calibration_images
+    from generator.compress.config import QuantizeConfig
     from generator.compress.quantize import quantize_onnx
-    from generator.export.onnx_export import export_onnx, letterboxed_samples
+    from generator.export.onnx_export import check_images_from, export_onnx
     from generator.models.checkpoint import load_checkpoint
+    from generator.reproducer import command_line
 
-    s = budget.imgsz
-    check = letterboxed_samples(heldout.samples[:8], s)
+    s, heldout_yaml = budget.imgsz, work / "heldout" / "data.yaml"
+    check = check_images_from(heldout_yaml, s)  # what `tritonforge export --data` checks on
     variants, worst = {}, 0.0
     for name, ckpt in ckpts.items():
-        det = load_checkpoint(ckpt)
-        report = export_onnx(det, work / f"{name}.onnx", check_images=check)
+        det, onnx_path = load_checkpoint(ckpt), work / f"{name}.onnx"
+        command = command_line("export", {"model": ckpt, "out": onnx_path, "data": heldout_yaml})
+        report = export_onnx(det, onnx_path, check_images=check, command=command)
         worst = max(worst, report.max_abs_diff)
-        variants[name] = {"onnx": work / f"{name}.onnx", "model": det.model}
+        variants[name] = {"onnx": onnx_path, "model": det.model}
     echo(f"[5/8] exported {len(ckpts)} ONNX models (max |onnxruntime - pytorch| on held-out images: {worst:.2e})")
     calib = calibration_images(work / "data", s, s, budget.calib_images)
-    q = quantize_onnx(variants["pruned_kd"]["onnx"], work / "int8.onnx", calib, method="entropy")
+    cfg = QuantizeConfig(method="entropy")
+    command = command_line("quantize", {"onnx": variants["pruned_kd"]["onnx"], "data": work / "data",
+                                        "samples": budget.calib_images, "method": cfg.method,
+                                        "out": work / "int8.onnx"})
+    q = quantize_onnx(variants["pruned_kd"]["onnx"], work / "int8.onnx", calib, cfg, command=command)
     variants["int8"] = {"onnx": work / "int8.onnx", "model": variants["pruned_kd"]["model"]}
     echo(f"      INT8 Q/DQ of pruned_kd: {len(calib)} calibration images, {len(q.excluded)} head/decode nodes kept float")
     return variants
@@ -145,19 +156,20 @@ def _export_variants(ckpts: Dict[str, Path], heldout, budget: Budget, work: Path
 
 def _serve_and_report(out, force, budget, work, heldout, ckpts, keep_server, echo, t_start) -> dict:
     from generator.evaluation.coco import evaluate
-    from generator.evaluation.predictors import OnnxRunner, Thresholds, offline_detector
+    from generator.evaluation.predictors import Thresholds, offline_detector
+    from generator.runners import open_runner
     from generator.report import format_table, measure_variants, write_report
     from generator.repository.generate import generate
-    from generator.repository.targets import GenerateOptions
+    from generator.repository.options import RepositoryOptions
 
     s = budget.imgsz
-    variants = _export_variants(ckpts, heldout, budget, work, echo)
-    opts = GenerateOptions()
+    variants = _export_variants(ckpts, budget, work, echo)
+    opts = RepositoryOptions()
     repo = generate(variants["int8"]["onnx"], "embedded", out, opts, force=force)
     echo(f"[6/8] wrote the embedded repository {repo.path} serving the int8 variant: {', '.join(repo.models)}")
     served_thr = Thresholds(opts.score_threshold, opts.iou_threshold, opts.max_detections)
-    offline_served_thr = evaluate(heldout, offline_detector(OnnxRunner(variants["int8"]["onnx"]), s, s, served_thr),
-                                  progress=False)
+    int8 = open_runner("onnxruntime", variants["int8"]["onnx"])
+    offline_served_thr = evaluate(heldout, offline_detector(int8, s, s, served_thr), progress=False)
     served, latency = _served(repo, heldout, budget, keep_server, echo)
     rows = measure_variants(variants, heldout, s, s, echo=echo)
     echo("[8/8] report (held-out set; mAP at COCO's protocol: score >= 0.001, IoU 0.7, 300 detections)")

@@ -11,6 +11,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from generator.atomic import atomic_path, write_text
+
 COLUMNS = ("runtime", "params", "gflops", "latency_ms_b1", "latency_ms_b8", "map50_95", "map50")
 RUNTIMES = ("pytorch", "onnxruntime", "tensorrt")
 RATIO_COLUMN = "b8_vs_first"  # derived in the table: latency at batch 8 / the first measured row's
@@ -51,9 +53,9 @@ def runner_latency(runners: Dict[str, Callable[[np.ndarray], object]], height: i
 def ort_latency(onnx_paths: Dict[str, Path], height: int, width: int, batches: Sequence[int] = (1, 8),
                 rounds: int = 5, runs: int = 6, threads: int = 0) -> Dict[str, Dict[int, Optional[float]]]:
     """``runner_latency`` of ONNX Runtime CPU sessions, one per ONNX file."""
-    from generator.evaluation.predictors import OnnxRunner
+    from generator.runners import open_runner
 
-    runners = {name: OnnxRunner(Path(path), threads) for name, path in onnx_paths.items()}
+    runners = {name: open_runner("onnxruntime", Path(path), threads=threads) for name, path in onnx_paths.items()}
     return runner_latency(runners, height, width, batches, rounds, runs)
 
 
@@ -104,7 +106,7 @@ def write_report(rows: List[dict], out_dir: Path, extra: Optional[dict] = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"variants": rows, **(extra or {})}
     path = out_dir / "report.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_text(path, json.dumps(payload, indent=2) + "\n")
     try:
         plot_report(rows, out_dir / "report.png")
     except ImportError:
@@ -139,7 +141,8 @@ def plot_report(rows: List[dict], path: Path) -> None:
         if len(keys) > 1:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -163,7 +166,7 @@ def measure_variants(variants: Dict[str, dict], heldout, height: int, width: int
     - ``runtime``: ``pytorch``, ``onnxruntime`` (the default) or ``tensorrt``;
     - ``model``: the PyTorch module (runs the ``pytorch`` row; params and GFLOPs come from it);
     - ``onnx``: the ONNX file (runs the ``onnxruntime`` row; params from it without ``model``);
-    - ``runner``: a ready runner (``[B, 3, H, W]`` -> raw ``[B, 4+C, A]``), e.g. a ``TensorRTRunner``;
+    - ``runner``: a ready runner (``[B, 3, H, W]`` -> the detector's outputs), e.g. ``open_runner("tensorrt", plan)``;
     - ``note``: shown in the row; an entry with a note and nothing to run is a skipped row;
     - ``map``: False to time the runner without scoring it (a plan with NMS inside).
 
@@ -172,7 +175,8 @@ def measure_variants(variants: Dict[str, dict], heldout, height: int, width: int
     ``threads``: ONNX Runtime's intra-op threads (0: its default); PyTorch uses torch's setting.
     """
     from generator.evaluation.coco import evaluate
-    from generator.evaluation.predictors import OnnxRunner, TorchRunner, offline_detector
+    from generator.evaluation.predictors import offline_detector
+    from generator.runners import open_runner
 
     rows, runners = [], {}
     for name, v in variants.items():
@@ -195,9 +199,9 @@ def measure_variants(variants: Dict[str, dict], heldout, height: int, width: int
         rows.append(row)
         runner = v.get("runner")
         if runner is None and runtime == "pytorch" and v.get("model") is not None:
-            runner = TorchRunner(v["model"])
+            runner = open_runner("torch", v["model"])
         elif runner is None and runtime == "onnxruntime" and v.get("onnx") is not None:
-            runner = OnnxRunner(Path(v["onnx"]), threads)
+            runner = open_runner("onnxruntime", Path(v["onnx"]), threads=threads)
         if runner is None:
             continue
         runners[name] = runner

@@ -45,7 +45,7 @@ def pb_utils(monkeypatch):
     sys.path.insert(0, str(TESTS / "fakes"))
     fake = importlib.import_module("triton_python_backend_utils")
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
-    for name in ("preprocess", "preprocess_gpu", "postprocess", "detector_ort"):
+    for name in ("preprocess", "preprocess_gpu", "postprocess", "detector"):
         sys.modules.pop(f"generator.runtime.{name}", None)
     yield fake
     sys.path.remove(str(TESTS / "fakes"))

@@ -21,24 +21,16 @@ Adaptation to an anchor-free head without an objectness output: the teacher's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generator.compress.config import DistillConfig, KDWeights
 from generator.errors import UsageError
 from generator.training.loss import split_raw
-
-
-@dataclass(frozen=True)
-class KDWeights:
-    obj: float = 1.0
-    cls: float = 1.0
-    box: float = 1.0
-    feat: float = 1.0
-    nms_kernel: int = 3
 
 
 class _NeckTap:
@@ -148,37 +140,46 @@ class WithUnlabelled:
         return loss + self.kd(model, extra, model(extra), None)
 
 
-def run_distill(teacher_ckpt, student: str, data: str, out, epochs: int = 30, imgsz: Optional[int] = None,
-                batch: int = 8, lr: float = 0.01, weights: KDWeights = KDWeights(), unlabelled=None,
-                seed: int = 0, echo=print, progress: bool = True):
-    """Train ``student`` (family name or checkpoint) on ``data`` with KD from ``teacher_ckpt``."""
-    from pathlib import Path
-
-    from generator.data.dataset import load_dataset
-    from generator.data.folder import load_image_folder
-    from generator.data.loader import TrainDataset, collate
-    from generator.models.checkpoint import build_detector, load_checkpoint
+def run_distill(cfg: DistillConfig, *, echo=print, progress: bool = True):
+    """Train ``cfg.student`` (family name or checkpoint) on ``cfg.data`` with KD from
+    ``cfg.teacher``; returns the trainer's ``TrainResult``."""
     from generator.training.trainer import TrainConfig, train
 
-    teacher = load_checkpoint(Path(teacher_ckpt))
-    names = load_dataset(Path(data), "train").names
+    teacher, det, names = _load_pair(cfg)
+    size = cfg.imgsz or teacher.imgsz
+    kd = ObjectnessScaledKD(teacher.model, det.model, size, cfg.weights)
+    loss = WithUnlabelled(kd, _unlabelled_loader(cfg, names, size)) if cfg.unlabelled else kd
+    train_cfg = TrainConfig(data=cfg.data, model=cfg.student, out=str(cfg.out), imgsz=size, epochs=cfg.epochs,
+                            batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
+    info = {"distilled_from": str(cfg.teacher), "kd_weights": {k: float(v) for k, v in vars(cfg.weights).items()}}
+    return train(train_cfg, echo=echo, progress=progress, detector=det, extra_loss=loss,
+                 extra_modules=[kd.adapters], checkpoint_extra=info)
+
+
+def _load_pair(cfg: DistillConfig):
+    """(teacher, student detector, class names), checked against the dataset's classes."""
+    from generator.data.dataset import load_dataset
+    from generator.models.checkpoint import build_detector, load_checkpoint
+
+    teacher = load_checkpoint(cfg.teacher)
+    names = load_dataset(Path(cfg.data), "train").names
     if list(teacher.names) != list(names):
-        raise UsageError(f"{teacher_ckpt}: teacher classes {teacher.names} differ from the dataset's {list(names)}")
-    size = imgsz or teacher.imgsz
-    if student.endswith((".pt", ".pth")):
-        det = load_checkpoint(Path(student))
+        raise UsageError(f"{cfg.teacher}: teacher classes {teacher.names} differ from the dataset's {list(names)}")
+    if cfg.student.endswith((".pt", ".pth")):
+        det = load_checkpoint(Path(cfg.student))
     else:
-        det = build_detector(student, len(names), size, list(names), seed=seed)
+        det = build_detector(cfg.student, len(names), cfg.imgsz or teacher.imgsz, list(names), seed=cfg.seed)
     if det.num_classes != teacher.num_classes:
-        raise UsageError(f"teacher has {teacher.num_classes} classes but student {student} has {det.num_classes}")
-    kd = ObjectnessScaledKD(teacher.model, det.model, size, weights)
-    loss = kd
-    if unlabelled:
-        extra = TrainDataset(load_image_folder(Path(unlabelled), names), size, augment=True, seed=seed + 1)
-        loader = torch.utils.data.DataLoader(extra, batch_size=batch, shuffle=True, collate_fn=collate,
-                                             generator=torch.Generator().manual_seed(seed))
-        loss = WithUnlabelled(kd, loader)
-    cfg = TrainConfig(data=data, model=student, out=str(out), imgsz=size, epochs=epochs, batch=batch, lr=lr, seed=seed)
-    info = {"distilled_from": str(teacher_ckpt), "kd_weights": {k: float(v) for k, v in vars(weights).items()}}
-    return train(cfg, echo=echo, progress=progress, detector=det, extra_loss=loss, extra_modules=[kd.adapters],
-                 checkpoint_extra=info)
+        raise UsageError(f"teacher has {teacher.num_classes} classes but student {cfg.student} "
+                         f"has {det.num_classes}")
+    return teacher, det, names
+
+
+def _unlabelled_loader(cfg: DistillConfig, names, size: int):
+    """Batches of ``cfg.unlabelled`` images, augmented like the training set."""
+    from generator.data.folder import load_image_folder
+    from generator.data.loader import TrainDataset, collate
+
+    extra = TrainDataset(load_image_folder(Path(cfg.unlabelled), names), size, augment=True, seed=cfg.seed + 1)
+    return torch.utils.data.DataLoader(extra, batch_size=cfg.batch, shuffle=True, collate_fn=collate,
+                                       generator=torch.Generator().manual_seed(cfg.seed))

@@ -14,11 +14,11 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from generator.runtime import boxes as runtime_boxes
 from generator.runtime import imaging
+from generator.runtime.letterbox import PAD_VALUE, letterbox_boxes
 
 Triple = Tuple[np.ndarray, np.ndarray, np.ndarray]
-PAD = imaging.PAD_VALUE
+PAD = PAD_VALUE
 MIN_BOX_SIDE = 2.0  # px: smaller boxes carry no learnable object
 MIN_AREA_RATIO = 0.1  # of the box's area before clipping: mostly cut-off objects are dropped
 
@@ -127,20 +127,15 @@ def mosaic4(images: Sequence[np.ndarray], boxes_list: Sequence[np.ndarray], clas
 def letterbox_uint8(image: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
     """The serving letterbox (same parameters and interpolation), kept as HWC uint8 for
     further augmentation; returns the canvas and the transform row."""
-    h, w = image.shape[:2]
-    scale, new_w, new_h, left, top = imaging.letterbox_params(h, w, size, size)
-    canvas = np.full((size, size, 3), PAD, dtype=np.uint8)
-    resized = image if (new_w, new_h) == (w, h) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    canvas[top:top + new_h, left:left + new_w] = resized
-    return canvas, np.array([scale, left, top, w, h], dtype=np.float32)
+    return imaging.letterbox_hwc(image, size, size)
 
 
 def letterbox_with_boxes(image: np.ndarray, boxes: np.ndarray, size: int) -> Triple:
     """Exactly the server's preprocessing, plus the boxes mapped into its frame.
 
     Returns ``(CHW float32 0..1, boxes in letterboxed pixels, transform [5])``; the
-    inverse mapping is ``generator.runtime.boxes.unletterbox``.
+    inverse mapping is ``generator.runtime.letterbox.unletterbox``.
     """
     chw, transform = imaging.letterbox(image, size, size)
-    mapped = runtime_boxes.letterbox_boxes(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), transform)
+    mapped = letterbox_boxes(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), transform)
     return chw, mapped, transform

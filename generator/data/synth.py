@@ -10,8 +10,6 @@ clutter and the image border have hidden parts of it); a shape more than
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -20,6 +18,7 @@ import cv2
 import numpy as np
 
 from generator._lazy import require
+from generator.atomic import atomic_dir
 from generator.data.shapes import BACKGROUNDS, CLASS_NAMES, CLUTTER, SHAPES, rand_color
 from generator.errors import UsageError
 
@@ -230,15 +229,6 @@ def _write_yaml(root: Path, classes: int) -> None:
     (root / "data.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
 
 
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``tmp``; the old folder is moved aside first, then deleted."""
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.rename(out_dir, old)
-        shutil.rmtree(old)
-    os.rename(tmp, out_dir)
-
-
 def synthesize(out_dir: Path, images: int, seed: int, imgsz: int = 256, classes: int = 3,
                val_fraction: float = 0.2, progress: bool = True, force: bool = False) -> Path:
     """Render the dataset into a temporary sibling of ``out_dir``, then rename it into place.
@@ -252,9 +242,7 @@ def synthesize(out_dir: Path, images: int, seed: int, imgsz: int = 256, classes:
     out_dir = Path(out_dir).absolute()
     _check_target(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         for kind in ("images", "labels"):
             for split in ("train", "val"):
                 (tmp / kind / split).mkdir(parents=True)
@@ -262,8 +250,4 @@ def synthesize(out_dir: Path, images: int, seed: int, imgsz: int = 256, classes:
         for i in tqdm(range(images), desc="synthesizing", unit="img", disable=not progress, leave=False):
             _write_one(tmp, "val" if i in val else "train", f"{i:06d}", render_image(image_rng(seed, i), imgsz, classes))
         _write_yaml(tmp, classes)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir / "data.yaml"

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from generator._lazy import require
+from generator.atomic import atomic_path
 from generator.errors import TritonForgeError, UsageError
 from generator.export.signature import META_FAMILY, META_IMGSZ, META_NAMES
 from generator.models.checkpoint import Detector
 from generator.models.contract import INPUT_NAME, OUTPUT_NAME
+from generator.reproducer import write_reproducer
+from generator.runtime.layouts import DEFAULT_LAYOUT, LayoutMismatch, get_layout
 
 
 @dataclass
@@ -32,12 +33,14 @@ class ExportReport:
 
 
 def export_onnx(det: Detector, out: Path, opset: int = 17, simplify: bool = True,
-                tolerance: float = 1e-2, check_images: Optional[np.ndarray] = None) -> ExportReport:
+                tolerance: float = 1e-2, check_images: Optional[np.ndarray] = None,
+                command: Optional[Sequence[str]] = None) -> ExportReport:
     """Export ``det`` to ``out``; fail loudly when ONNX Runtime disagrees with PyTorch.
 
     ``check_images`` (``[B, 3, S, S]`` float32, letterboxed real images) are what the
     comparison runs on; without them, a seeded random batch. ``tolerance`` bounds the max
-    abs difference over boxes (pixels) and class probabilities.
+    abs difference over boxes (pixels) and class probabilities. ``command``: the command
+    recorded in the reproducer ``out.export.json``. Atomic: nothing at ``out`` on failure.
     """
     torch = require("torch", "to export ONNX")
     out = Path(out)
@@ -47,25 +50,23 @@ def export_onnx(det: Detector, out: Path, opset: int = 17, simplify: bool = True
         raise UsageError(f"output folder does not exist: {out.parent}")
     model = det.model.eval()
     dummy = torch.rand(1, 3, det.imgsz, det.imgsz)
-    tmp = out.with_name(out.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset, dynamo=False,
-        )
-    simplified = _simplify(tmp) if simplify else False
-    _write_metadata(tmp, det)
-    diff = _compare(model, tmp, _check_batch(det.imgsz, check_images))
-    if not diff <= tolerance:
-        tmp.unlink(missing_ok=True)
-        raise TritonForgeError(
-            f"export check failed: ONNX Runtime differs from PyTorch by {diff:.3e} > {tolerance:g}; nothing written"
-        )
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset, dynamo=False,
+            )
+        simplified = _simplify(tmp) if simplify else False
+        _write_metadata(tmp, det)
+        diff = _compare(model, tmp, _check_batch(det.imgsz, check_images))
+        if not diff <= tolerance:
+            raise TritonForgeError(
+                f"export check failed: ONNX Runtime differs from PyTorch by {diff:.3e} > {tolerance:g}; nothing written"
+            )
     report = ExportReport(out, diff, opset, simplified)
-    _write_reproducer(out, det, report)
+    _write_reproducer(out, det, report, command)
     return report
 
 
@@ -114,29 +115,31 @@ def letterboxed_samples(samples, imgsz: int) -> np.ndarray:
     return np.stack([preprocess_bytes(s.image_path.read_bytes(), imgsz, imgsz)[0] for s in samples])
 
 
-def _compare(model, path: Path, x) -> float:
-    """Max abs difference between PyTorch and ONNX Runtime on the same batch."""
+def _compare(model, path: Path, x, layout: str = DEFAULT_LAYOUT) -> float:
+    """Max abs difference between PyTorch and ONNX Runtime on the same batch, after checking
+    that the ONNX outputs have the shapes ``layout`` decodes (as serving and eval will)."""
     torch = require("torch")
     ort = require("onnxruntime", "to check the export")
     with torch.no_grad():
         ref = model(x).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    outputs = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    try:
+        get_layout(layout).check_outputs([(o.name, a.shape) for o, a in zip(sess.get_outputs(), outputs)])
+    except LayoutMismatch as exc:
+        raise TritonForgeError(f"export check failed: {exc}") from None
+    got = outputs[0]
     if got.shape != ref.shape:
         raise TritonForgeError(f"export check failed: ONNX output shape {got.shape} != PyTorch {ref.shape}")
     return float(np.abs(got - ref).max())
 
 
-def _write_reproducer(out: Path, det: Detector, report: ExportReport) -> None:
-    """Leave the exact command and versions beside the ONNX file."""
+def _write_reproducer(out: Path, det: Detector, report: ExportReport, command: Optional[Sequence[str]]) -> None:
+    """Leave the command that made the ONNX file, and the versions, beside it."""
     torch = require("torch")
-    info = {
-        "command": " ".join(shlex.quote(a) for a in ["tritonforge", *sys.argv[1:]]) if sys.argv else "",
-        "family": det.family, "imgsz": det.imgsz, "num_classes": det.num_classes,
-        "opset": report.opset, "simplified": report.simplified,
-        "max_abs_diff": report.max_abs_diff, "torch": torch.__version__,
-    }
-    Path(str(out) + ".export.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_reproducer(out, "export", command, versions={"torch": torch.__version__},
+                     family=det.family, imgsz=det.imgsz, num_classes=det.num_classes, opset=report.opset,
+                     simplified=report.simplified, max_abs_diff=report.max_abs_diff, torch=torch.__version__)
 
 
 def default_out(model_spec: str, out: Optional[Path]) -> Path:

@@ -1,5 +1,6 @@
 """Read what the repository generator needs from an ONNX detector: tensor names,
-dims, image size, class count and class names. Nothing is assumed."""
+dims, image size, class count and class names. Nothing is assumed: the output layout
+(``generator.runtime.layouts``) says whether the outputs have the shapes it decodes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from generator.errors import UsageError
+from generator.runtime.layouts import DEFAULT_LAYOUT, LayoutMismatch, get_layout
 
 META_NAMES = "tritonforge.names"
 META_IMGSZ = "tritonforge.imgsz"
@@ -32,6 +34,7 @@ class DetectorSignature:
     num_anchors: int
     names: Tuple[str, ...]
     family: str = ""
+    layout: str = DEFAULT_LAYOUT
 
     @property
     def output_dims(self) -> Tuple[int, int]:
@@ -61,41 +64,31 @@ def _names_from_metadata(meta: dict, num_classes: int, path: Path) -> Optional[L
     return [str(n) for n in names]
 
 
-def read_signature(path: Path) -> DetectorSignature:
-    """Inspect ``path`` and check it follows the detector output contract."""
-    import onnx
-
+def read_signature(path: Path, layout: str = DEFAULT_LAYOUT) -> DetectorSignature:
+    """Inspect ``path`` and check it follows the detector contract: one image input
+    ``[N, 3, H, W]`` and outputs that ``layout`` decodes."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"ONNX file not found: {path}")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise UsageError(f"{path}: not a readable ONNX model ({exc})") from exc
+    model = _load(path)
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     outputs = list(model.graph.output)
     if len(inputs) != 1:
         raise UsageError(f"{path}: expected one image input, found {[i.name for i in inputs]}")
-    if len(outputs) != 1:
-        raise UsageError(
-            f"{path}: expected one output [N, 4+C, A] (boxes + class scores), found {[o.name for o in outputs]}"
-        )
-    inp, out = inputs[0], outputs[0]
-    in_dims, out_dims = _dims(inp), _dims(out)
+    inp = inputs[0]
+    in_dims = _dims(inp)
     if len(in_dims) != 4 or in_dims[1] != 3 or in_dims[2] is None or in_dims[3] is None:
         raise UsageError(f"{path}: input {inp.name!r} must be [N, 3, H, W] with fixed H and W, got {in_dims}")
-    if len(out_dims) != 3 or out_dims[1] is None or out_dims[2] is None or out_dims[1] < 5:
-        raise UsageError(
-            f"{path}: output {out.name!r} must be [N, 4+C, A] with fixed C and A, got {out_dims}"
-        )
+    try:
+        shape = get_layout(layout).check_outputs([(o.name, _dims(o)) for o in outputs])
+    except LayoutMismatch as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    out = outputs[0]
     in_type = _ONNX_FLOAT_TYPES.get(inp.type.tensor_type.elem_type)
     out_type = _ONNX_FLOAT_TYPES.get(out.type.tensor_type.elem_type)
     if in_type is None or out_type is None:
         raise UsageError(f"{path}: input and output must be float32 or float16 tensors")
-    num_classes = out_dims[1] - 4
     meta = {p.key: p.value for p in model.metadata_props}
-    names = _names_from_metadata(meta, num_classes, path) or [f"class{i}" for i in range(num_classes)]
+    names = _names_from_metadata(meta, shape.num_classes, path) or [f"class{i}" for i in range(shape.num_classes)]
     return DetectorSignature(
         input_name=inp.name,
         output_name=out.name,
@@ -103,8 +96,21 @@ def read_signature(path: Path) -> DetectorSignature:
         output_dtype=out_type,
         height=in_dims[2],
         width=in_dims[3],
-        num_classes=num_classes,
-        num_anchors=out_dims[2],
+        num_classes=shape.num_classes,
+        num_anchors=shape.num_candidates,
         names=tuple(names),
         family=meta.get(META_FAMILY, ""),
+        layout=layout,
     )
+
+
+def _load(path: Path):
+    """The ONNX graph without external weights; UsageError when missing or unreadable."""
+    import onnx
+
+    if not path.is_file():
+        raise UsageError(f"ONNX file not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise UsageError(f"{path}: not a readable ONNX model ({exc})") from exc

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from generator._lazy import require
+from generator.atomic import atomic_path
 from generator.errors import UsageError
 from generator.models.registry import get_family
 
@@ -50,7 +51,7 @@ def build_detector(family: str, num_classes: int, imgsz: int, names: Optional[Li
 
 
 def save_checkpoint(det: Detector, path: Path, extra: Optional[Dict[str, Any]] = None) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+    """Write a checkpoint atomically (``generator.atomic``: a hidden temporary, then rename)."""
     torch = require("torch", "to save a checkpoint")
     path = Path(path)
     payload = {
@@ -63,9 +64,8 @@ def save_checkpoint(det: Detector, path: Path, extra: Optional[Dict[str, Any]] =
         "state_dict": det.model.state_dict(),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path) -> Detector:

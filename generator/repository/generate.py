@@ -10,7 +10,9 @@ from typing import List, Optional
 from generator.errors import UsageError
 from generator.export.signature import DetectorSignature, read_signature
 from generator.repository.render import render_template
-from generator.repository.targets import GenerateOptions, get_target
+from generator.repository.options import RepositoryOptions
+from generator.repository.pipeline import ModelDir
+from generator.repository.targets import Generation, Target, get_target
 from generator.repository.writer import check_destination, write_repository
 
 
@@ -40,22 +42,35 @@ def read_labels(path: Optional[Path]) -> Optional[List[str]]:
     return [line.strip() for line in lines]
 
 
-def generate(onnx: Path, target: str, out: Path, opts: GenerateOptions, force: bool = False) -> GeneratedRepository:
+def target_options(target: Target, opts: RepositoryOptions) -> RepositoryOptions:
+    """``opts`` as the target's options class: plain shared options are taken over (with
+    the class's own defaults for the rest); options of another target are refused."""
+    if isinstance(opts, target.options_class):
+        return opts
+    if type(opts) is RepositoryOptions:
+        return target.options_class(**opts.values())
+    raise UsageError(f"{type(opts).__name__} are not options of the {target.name!r} target "
+                     f"(expected {target.options_class.__name__}; see options_for)")
+
+
+def generate(onnx: Path, target: str, out: Path, opts: RepositoryOptions, force: bool = False) -> GeneratedRepository:
     """Write the repository; the destination is checked before any work starts."""
-    opts.validate()
     chosen = get_target(target)
+    opts = target_options(chosen, opts).validate()
     chosen.check_options(opts)
     out = Path(out)
     check_destination(out.absolute(), force)
-    sig = read_signature(Path(onnx))
-    opts = chosen.resolve(Path(onnx), opts)
-    models = chosen.models(Path(onnx), sig, opts)
-    sha = hashlib.sha256(Path(onnx).read_bytes()).hexdigest()
-    readme = render_template(
-        "repository_README.md.j2", target=chosen, sig=sig, opts=opts, models=[m.stage for m in models],
-    )
-    root = {"tritonforge.json": chosen.manifest(Path(onnx), sig, opts, sha).encode(), "README.md": readme.encode(),
-            **chosen.root_files(Path(onnx), sig, opts)}
+    gen = chosen.prepare(Path(onnx), read_signature(Path(onnx)), opts)
+    models = gen.models()
+    root = {"tritonforge.json": gen.manifest(hashlib.sha256(gen.onnx.read_bytes()).hexdigest()).encode(),
+            "README.md": readme(gen, models).encode(), **gen.root_files()}
     path = write_repository(out, models, root, force)
-    steps = [f"cd {path} && {step}" for step in chosen.serve_steps(opts)]
-    return GeneratedRepository(path, chosen.name, f"{opts.name}_ensemble", [m.stage.name for m in models], sig, steps)
+    steps = [f"cd {path} && {step}" for step in gen.serve_steps()]
+    return GeneratedRepository(path, chosen.name, f"{gen.opts.name}_ensemble", [m.stage.name for m in models],
+                               gen.sig, steps)
+
+
+def readme(gen: Generation, models: List[ModelDir]) -> str:
+    """The repository's README.md: what each model does, the request, how to serve it."""
+    return render_template("repository_README.md.j2", target=gen.target, sig=gen.sig, opts=gen.opts,
+                           models=[m.stage for m in models], serve_steps=gen.serve_steps())

@@ -1,19 +1,17 @@
 """Write a repository atomically: everything goes into a temporary sibling folder,
-which replaces the destination by a rename only once it is complete."""
+which replaces the destination (``generator.atomic.atomic_dir``) only once it is complete."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List
 
+from generator.atomic import atomic_dir
 from generator.errors import UsageError
+from generator.repository.pipeline import FileSource, ModelDir
 from generator.repository.render import render_config
-from generator.repository.targets import ModelDir
-
-FileSource = Union[Path, bytes]
 
 
 def check_destination(out: Path, force: bool) -> None:
@@ -41,8 +39,7 @@ def write_repository(out: Path, models: List[ModelDir], root_files: Dict[str, Fi
     rendered = {m.stage.name: render_config(m.stage) for m in models}  # fails before anything is written
     if len(rendered) != len(models):
         raise UsageError("two models of the repository have the same name")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         for model in models:
             folder = tmp / model.stage.name
             _put(folder / "config.pbtxt", rendered[model.stage.name].encode())
@@ -52,48 +49,4 @@ def write_repository(out: Path, models: List[ModelDir], root_files: Dict[str, Fi
             _put(tmp / rel, source)
             if rel.endswith(".sh"):
                 os.chmod(tmp / rel, 0o755)
-        os.chmod(tmp, 0o755)
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    import ctypes
-    import errno
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):  # kernel or file system without it
-        return False
-    raise OSError(code, os.strerror(code), str(b))
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``. An existing ``out`` is exchanged with ``tmp`` in one step
-    where the system allows it (so a kill at any moment leaves the old or the new
-    repository, never neither), else moved aside first; the old one is removed after."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not out.is_symlink() and _exchange(tmp, out):
-        shutil.rmtree(tmp, ignore_errors=True)  # now the previous repository
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, old / out.name)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old / out.name, out)  # put the previous repository back
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)

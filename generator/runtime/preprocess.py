@@ -1,11 +1,23 @@
 """Triton Python-backend model: encoded images -> letterboxed CHW tensors + transforms.
 
-Input ``IMAGE`` (BYTES, ``[n, 1]`` per request). Outputs ``PREPROCESSED`` (FP32
-``[n, 3, H, W]``) and ``TRANSFORM`` (FP32 ``[n, 5]``: scale, pad_x, pad_y, width,
-height). H and W come from the config parameters. An image that cannot be decoded, or whose
-header claims more pixels than the ``max_pixels`` parameter allows (checked before
-decoding), fails its own request only, with a message naming the item.
+Input: ``IMAGE`` BYTES ``[n, 1]`` (one encoded JPEG/PNG/BMP/GIF/WebP per batch item).
+
+Outputs: ``PREPROCESSED`` FP32 or FP16 (the ``dtype`` parameter) ``[n, 3, H, W]`` (RGB,
+0..1, padded with 114) and ``TRANSFORM`` FP32 ``[n, 5]`` (scale, pad_x, pad_y, width,
+height: ``letterbox.transform_row``).
+
+Parameters (config.pbtxt), defaults in ``PARAMETERS``:
+
+- ``height``, ``width``: the model input size, required;
+- ``dtype`` (``FP32``): ``FP16`` for a detector with float16 input;
+- ``max_pixels`` (50000000): an image whose header claims more pixels is refused
+  before decoding.
+
+An image that cannot be decoded, or is over ``max_pixels``, fails its own request only,
+with a message naming the item (``IMAGE[i]: ...``).
 """
+
+from typing import Dict, Optional
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -16,16 +28,23 @@ except ImportError:  # inside Triton: the modules are copied beside this file
     import imaging
     import stage_utils
 
+PARAMETERS: Dict[str, Optional[str]] = {
+    "height": None,
+    "width": None,
+    "dtype": "FP32",
+    "max_pixels": str(imaging.DEFAULT_MAX_PIXELS),
+}
+
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = stage_utils.read_parameters(args)
+        params = stage_utils.read_parameters(args, PARAMETERS)
         self.height = int(params["height"])
         self.width = int(params["width"])
-        self.max_pixels = imaging.pixel_limit(params.get("max_pixels"))
+        self.max_pixels = imaging.pixel_limit(params["max_pixels"])
         self.input_name = "IMAGE"
         # the detector may take float16 input (an FP16 ONNX); the config says which
-        self.dtype = np.float16 if params.get("dtype", "FP32") == "FP16" else np.float32
+        self.dtype = np.float16 if params["dtype"] == "FP16" else np.float32
 
     def execute(self, requests):
         return [self._one(request) for request in requests]

@@ -1,36 +1,50 @@
 """Triton Python-backend model: encoded images -> letterboxed CHW tensors, on the GPU.
 
-The ``gpu``/``jetson`` targets' preprocess stage; the same contract as ``preprocess.py``:
-input ``IMAGE`` (BYTES, ``[n, 1]`` per request), outputs ``PREPROCESSED`` (``[n, 3, H, W]``,
-FP32 or FP16) and ``TRANSFORM`` (FP32 ``[n, 5]``: scale, pad_x, pad_y, width, height).
-An image that cannot be decoded fails its own request only, naming ``IMAGE[i]``.
+The ``gpu``/``jetson`` targets' preprocess stage, with ``preprocess.py``'s contract:
 
+Input: ``IMAGE`` BYTES ``[n, 1]`` (one encoded image per batch item).
+
+Outputs: ``PREPROCESSED`` FP32 or FP16 (the ``dtype`` parameter) ``[n, 3, H, W]`` (RGB,
+0..1, padded with 114; a GPU tensor with ``output_device: gpu``) and ``TRANSFORM`` FP32
+``[n, 5]`` (scale, pad_x, pad_y, width, height: ``letterbox.transform_row``).
+
+Parameters (config.pbtxt), defaults in ``PARAMETERS``:
+
+- ``height``, ``width``: the model input size, required;
+- ``dtype`` (``FP32``): or ``FP16``;
+- ``max_pixels`` (50000000): images whose header claims more pixels are refused before
+  decoding;
+- ``output_device`` (``gpu``): PREPROCESSED leaves as a GPU tensor through DLPack, or
+  ``cpu``: copied back to host memory (Jetson, whose Python backend has no GPU tensors).
+
+An image that cannot be decoded fails its own request only, naming ``IMAGE[i]``.
 Decoding stays on the CPU (OpenCV, to BGR uint8); resize + pad + RGB + /255 + CHW run
 as one CUDA kernel (``cuda_letterbox.py`` + ``letterbox.cu``/``letterbox.fatbin`` beside
-this file) in the primary context of the instance's GPU. Parameters (config.pbtxt):
-
-- ``height``, ``width``: the model input size;
-- ``dtype``: ``FP32`` (default) or ``FP16``;
-- ``max_pixels``: images whose header claims more pixels are refused before decoding
-  (default ``imaging.DEFAULT_MAX_PIXELS``);
-- ``output_device``: ``gpu`` (default; PREPROCESSED leaves as a GPU tensor through
-  DLPack) or ``cpu`` (copied back to host memory: Jetson, whose Python backend has no
-  GPU tensors).
-
-Without pycuda, a GPU, or a loadable kernel, the model logs one line saying why and
-runs the CPU path (``imaging.preprocess_bytes``, exactly what ``preprocess.py`` does).
+this file) in the primary context of the instance's GPU. Without pycuda, a GPU, or a
+loadable kernel, the model logs one line saying why and runs the CPU path
+(``imaging.preprocess_bytes``, exactly what ``preprocess.py`` does).
 """
+from typing import Dict, Optional
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 try:  # as part of the generator package (tests, offline use)
     from . import cuda_letterbox, imaging, stage_utils
+    from .letterbox import letterbox_params, transform_row
 except ImportError:  # inside Triton: the modules are copied beside this file
     import cuda_letterbox
     import imaging
     import stage_utils
+    from letterbox import letterbox_params, transform_row
 
+PARAMETERS: Dict[str, Optional[str]] = {
+    "height": None,
+    "width": None,
+    "dtype": "FP32",
+    "max_pixels": str(imaging.DEFAULT_MAX_PIXELS),
+    "output_device": "gpu",
+}
 OUTPUT_DEVICES = ("gpu", "cpu")
 DTYPES = {"FP32": np.float32, "FP16": np.float16}
 
@@ -47,16 +61,16 @@ def _log(level, message):
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = stage_utils.read_parameters(args)
+        params = stage_utils.read_parameters(args, PARAMETERS)
         self.height = int(params["height"])
         self.width = int(params["width"])
-        self.max_pixels = imaging.pixel_limit(params.get("max_pixels"))
+        self.max_pixels = imaging.pixel_limit(params["max_pixels"])
         self.input_name = "IMAGE"
-        dtype = params.get("dtype", "FP32").upper()
+        dtype = params["dtype"].upper()
         if dtype not in DTYPES:
             raise ValueError(f"preprocess_gpu: dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
         self.dtype = DTYPES[dtype]
-        self.output_device = params.get("output_device", "gpu").lower()
+        self.output_device = params["output_device"].lower()
         if self.output_device not in OUTPUT_DEVICES:
             raise ValueError(
                 f"preprocess_gpu: output_device must be one of {OUTPUT_DEVICES}, not {self.output_device!r}")
@@ -64,6 +78,10 @@ class TritonPythonModel:
             self.device_id = int(args.get("model_instance_device_id", 0))
         else:
             self.device_id = 0
+        self._open_engine(dtype)
+
+    def _open_engine(self, dtype: str):
+        """The CUDA engine on this instance's GPU, or None (and one log line saying why)."""
         self.engine = None
         try:
             self.engine = cuda_letterbox.CudaLetterbox(device_id=self.device_id)
@@ -96,11 +114,10 @@ class TritonPythonModel:
             except Exception as exc:  # one item fails its own request, never the batch
                 return self._error(index, exc)
             h, w = bgr.shape[:2]
-            geometry = imaging.letterbox_params(h, w, self.height, self.width)
-            scale, _, _, left, top = geometry
+            geometry = letterbox_params(h, w, self.height, self.width)
             images.append(bgr)
             geometries.append(geometry)
-            transforms.append(np.array([scale, left, top, w, h], dtype=np.float32))
+            transforms.append(transform_row(geometry, h, w))
         try:
             batch = self.engine.letterbox_batch(images, self.height, self.width, self.dtype, geometry=geometries)
             if self.output_device == "gpu":

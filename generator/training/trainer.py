@@ -211,10 +211,11 @@ def _save(det, out, cfg, model, optimizer, ema, epoch, history, save_checkpoint,
 def validate(model, data, imgsz: int, progress: bool = True) -> Dict[str, float]:
     """mAP of ``model`` on ``data`` with the serving pre/postprocessing."""
     from generator.evaluation.coco import evaluate
-    from generator.evaluation.predictors import TorchRunner, offline_detector
+    from generator.evaluation.predictors import offline_detector
+    from generator.runners import open_runner
 
     was_training = model.training
-    result = evaluate(data, offline_detector(TorchRunner(model), imgsz, imgsz), progress=progress, desc="val")
+    result = evaluate(data, offline_detector(open_runner("torch", model), imgsz, imgsz), progress=progress, desc="val")
     model.train(was_training)
     return {"map50_95": result.map50_95, "map50": result.map50}
 

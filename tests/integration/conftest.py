@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from generator.repository.generate import generate
-from generator.repository.targets import GenerateOptions
+from generator.repository.options import RepositoryOptions
 from generator.serve.server import TritonServer, free_port
 
 MAX_BATCH = 8
@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def served_repo(tiny_yolo_onnx, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("served") / "repo"
-    generate(tiny_yolo_onnx, "embedded", out, GenerateOptions(**OPTIONS))
+    generate(tiny_yolo_onnx, "embedded", out, RepositoryOptions(**OPTIONS))
     return out
 
 

@@ -25,7 +25,7 @@ def test_serve_names_the_model_that_failed_to_load(served_repo, tmp_path):
     shutil.copytree(served_repo, broken)
     model_py = broken / "shapes_postprocess" / "1" / "model.py"
     model_py.write_text(model_py.read_text().replace(
-        "        params = stage_utils.read_parameters(args)",
+        "        params = stage_utils.read_parameters(args, PARAMETERS)",
         "        raise RuntimeError('weights are missing on purpose')", 1))
     proc, _ = start_serve(broken)
     out, _ = proc.communicate(timeout=180)
@@ -35,10 +35,10 @@ def test_serve_names_the_model_that_failed_to_load(served_repo, tmp_path):
 
 def test_serve_refuses_a_cpu_repository_on_the_bundled_server(served_repo, tmp_path):
     from generator.repository.generate import generate
-    from generator.repository.targets import GenerateOptions
+    from generator.repository.options import RepositoryOptions
 
     onnx = served_repo / "shapes" / "1" / "model.onnx"
-    generate(onnx, "cpu", tmp_path / "cpu", GenerateOptions())
+    generate(onnx, "cpu", tmp_path / "cpu", RepositoryOptions())
     proc, _ = start_serve(tmp_path / "cpu")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "needs the 'onnxruntime' backend" in out, out

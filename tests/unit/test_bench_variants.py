@@ -27,9 +27,10 @@ def _pseudo_label(data_yaml: Path, det, split: str = "val") -> None:
     (a random-weight model scores 0 on the real labels, and 0 == 0 proves nothing)."""
     import cv2
 
-    from generator.evaluation.predictors import Thresholds, TorchRunner, offline_detector
+    from generator.evaluation.predictors import Thresholds, offline_detector
+    from generator.runners import open_runner
 
-    detect = offline_detector(TorchRunner(det.model), SIZE, SIZE, Thresholds(score=0.0, iou=0.3, max_detections=3))
+    detect = offline_detector(open_runner("torch", det.model), SIZE, SIZE, Thresholds(score=0.0, iou=0.3, max_detections=3))
     root = data_yaml.parent
     for image in sorted((root / "images" / split).iterdir()):
         h, w = cv2.imread(str(image)).shape[:2]
@@ -46,7 +47,7 @@ def _pseudo_label(data_yaml: Path, det, split: str = "val") -> None:
 def models(tmp_path_factory):
     """Data labelled by the model itself, its checkpoint, and an INT8 Q/DQ ONNX of it."""
     from generator.compress.calibration import calibration_images
-    from generator.compress.quantize import quantize_onnx
+    from generator.compress.quantize import QuantizeConfig, quantize_onnx
     from generator.export.onnx_export import export_onnx
 
     root = tmp_path_factory.mktemp("bench")
@@ -56,7 +57,7 @@ def models(tmp_path_factory):
     _pseudo_label(Path(data), det)
     export_onnx(det, root / "m.onnx")
     quantize_onnx(root / "m.onnx", root / "m.int8.onnx", calibration_images(root / "data", SIZE, SIZE, 16),
-                  method="minmax")
+                  QuantizeConfig(method="minmax"))
     plan = root / "plan" / "model.plan"
     plan.parent.mkdir()
     plan.write_bytes(b"a TensorRT plan from another machine")
@@ -69,7 +70,7 @@ def report(models, tmp_path_factory):
     root, data = models
     out = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("generator.evaluation.predictors.tensorrt_unavailable", lambda: "tensorrt is not installed")
+        mp.setattr("generator.runners.tensorrt_runner.tensorrt_unavailable", lambda: "tensorrt is not installed")
         r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--json", "--out", str(out), "--variants",
                                      f"m={root / 'm.pt'},int8={root / 'm.int8.onnx'},"
                                      f"trt={root / 'plan' / 'model.plan'}"])
@@ -178,7 +179,7 @@ def test_bench_errors_are_clear(models, tmp_path):
 
 
 def _fake_tensorrt(onnx_path: Path, min_batch: int, max_batch: int) -> dict:
-    """``tensorrt`` and ``pycuda`` stand-ins with the TensorRT 10 calls ``TensorRTRunner`` makes;
+    """``tensorrt`` and ``pycuda`` stand-ins with the TensorRT 10 calls the ``tensorrt`` runner makes;
     the "engine" runs ``onnx_path`` with ONNX Runtime on bytes copied through fake device memory."""
     import types
 
@@ -268,24 +269,25 @@ def _fake_tensorrt(onnx_path: Path, min_batch: int, max_batch: int) -> dict:
 
 
 def test_tensorrt_runner_pads_splits_and_benches_with_a_fake_tensorrt(models, tmp_path, monkeypatch):
-    from generator.evaluation.predictors import OnnxRunner, TensorRTRunner
-    from generator.export.trt_build import BUILD_INFO_NAME
+    from generator.export.tensorrt import BUILD_INFO_NAME
+    from generator.runners import open_runner
 
     root, data = models
     for name, module in _fake_tensorrt(root / "m.onnx", min_batch=2, max_batch=4).items():
         monkeypatch.setitem(sys.modules, name, module)
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"fake plan")
-    runner = TensorRTRunner(plan)
+    runner = open_runner("tensorrt", plan)
     assert (runner.height, runner.width, runner.min_batch, runner.max_batch, runner.nms) == (SIZE, SIZE, 2, 4, False)
+    assert (runner.input_name, runner.output_names, runner.input_dtype) == ("images", ["output0"], np.float32)
     x = np.random.default_rng(0).random((6, 3, SIZE, SIZE), dtype=np.float32)
-    ort = OnnxRunner(root / "m.onnx")
+    ort = open_runner("onnxruntime", root / "m.onnx")
     np.testing.assert_allclose(runner(x), ort(x), atol=1e-4)  # split 4 + 2
     np.testing.assert_allclose(runner(x[:1]), ort(x[:1]), atol=1e-4)  # padded to 2
 
     (tmp_path / BUILD_INFO_NAME).write_text(json.dumps(
         {"precision": "fp16", "min_batch": 2, "opt_batch": 4, "max_batch": 4, "nms": False, "image_size": [64, 64]}))
-    monkeypatch.setattr("generator.evaluation.predictors.tensorrt_unavailable", lambda: None)
+    monkeypatch.setattr("generator.runners.tensorrt_runner.tensorrt_unavailable", lambda: None)
     r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--json", "--variants", f"m={root / 'm.onnx'},t={plan}"])
     assert r.exit_code == 0, r.output
     onnx_row, trt_row = json.loads(r.output)["variants"]
@@ -294,7 +296,7 @@ def test_tensorrt_runner_pads_splits_and_benches_with_a_fake_tensorrt(models, tm
     assert trt_row["map50_95"] == pytest.approx(onnx_row["map50_95"], abs=1e-3) and trt_row["map50"] > 0.2
     plan.write_bytes(b"corrupt")
     with pytest.raises(TritonForgeError, match="cannot load this plan"):
-        TensorRTRunner(plan)
+        open_runner("tensorrt", plan)
 
 
 # ------------------------------------------------------------------ TensorRT (GPU)
@@ -303,17 +305,17 @@ def test_tensorrt_runner_pads_splits_and_benches_with_a_fake_tensorrt(models, tm
 @pytest.mark.gpu
 def test_tensorrt_runner_matches_onnxruntime_and_benches(models, tmp_path):
     pytest.importorskip("tensorrt")
-    from generator.evaluation.predictors import OnnxRunner, TensorRTRunner
-    from generator.export import trt_build as tb
+    from generator.export import tensorrt as tb
+    from generator.runners import open_runner
 
     root, data = models
     plan = tmp_path / "1" / "model.plan"
     plan.parent.mkdir()
     tb.build_plan(root / "m.onnx", plan, tb.BuildOptions(precision="fp32", min_batch=1, opt_batch=2, max_batch=4))
-    runner = TensorRTRunner(plan)
+    runner = open_runner("tensorrt", plan)
     assert (runner.height, runner.width, runner.min_batch, runner.max_batch, runner.nms) == (SIZE, SIZE, 1, 4, False)
     x = np.random.default_rng(0).random((6, 3, SIZE, SIZE), dtype=np.float32)  # split into 4 + 2
-    np.testing.assert_allclose(runner(x), OnnxRunner(root / "m.onnx")(x), atol=1e-2)
+    np.testing.assert_allclose(runner(x), open_runner("onnxruntime", root / "m.onnx")(x), atol=1e-2)
 
     r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--json", "--variants",
                                  f"m={root / 'm.onnx'},trt={plan}"])
@@ -327,7 +329,7 @@ def test_tensorrt_runner_matches_onnxruntime_and_benches(models, tmp_path):
 @pytest.mark.gpu
 def test_plan_with_nms_inside_is_timed_not_scored(models, tmp_path):
     pytest.importorskip("tensorrt")
-    from generator.export import trt_build as tb
+    from generator.export import tensorrt as tb
 
     root, data = models
     plan = tmp_path / "model.plan"

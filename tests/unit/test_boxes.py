@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from generator.runtime import boxes, imaging
+from generator.runtime import boxes, imaging, letterbox
 
 
 def iou(a, b):
@@ -114,9 +114,9 @@ def test_letterbox_round_trip_of_boxes(shape):
     x1 = rng.uniform(0, w * 0.5, 20)
     y1 = rng.uniform(0, h * 0.5, 20)
     orig = np.stack([x1, y1, x1 + rng.uniform(0, w * 0.5, 20), y1 + rng.uniform(0, h * 0.5, 20)], 1).astype(np.float32)
-    there = boxes.letterbox_boxes(orig, t)
+    there = letterbox.letterbox_boxes(orig, t)
     assert there.min() >= -1e-3 and there.max() <= 320 + 1e-3  # lands inside the model input
-    back = boxes.unletterbox(there, t)
+    back = letterbox.unletterbox(there, t)
     np.testing.assert_allclose(back, orig, atol=1e-3 * max(h, w))
 
 

@@ -3,6 +3,7 @@
 import json
 
 import onnx
+import pytest
 from click.testing import CliRunner
 
 from generator.cli import cli
@@ -17,7 +18,9 @@ def test_export_family_name_gives_a_checked_onnx(tmp_path):
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["tritonforge.names"]) == ["class0", "class1"] and meta["tritonforge.imgsz"] == "64"
-    assert json.loads((tmp_path / "m.onnx.export.json").read_text())["imgsz"] == 64
+    record = json.loads((tmp_path / "m.onnx.export.json").read_text())
+    assert record["imgsz"] == 64
+    assert record["command"].startswith("tritonforge export --model yolo-n --out ")  # what was typed, not pytest's argv
 
 
 def test_export_errors_are_clear(tmp_path):
@@ -83,3 +86,85 @@ def test_detect_reports_an_unreachable_server(tmp_path):
     (img,) = write_samples(tmp_path, 1)
     r = CliRunner().invoke(cli, ["detect", "--url", "127.0.0.1:1", str(img)])
     assert r.exit_code == 4 and "unavailable" in r.output
+
+
+# ------------------------------------------------------------------ the command the user ran
+
+
+def test_invoked_command_is_what_the_user_typed():
+    import click
+
+    from generator.cli import ForgeGroup, invoked_command
+
+    seen = []
+    group = ForgeGroup()
+    group.add_command(click.Command("probe", params=[click.Option(["--x"])], callback=lambda x: seen.append(invoked_command())))
+    r = CliRunner().invoke(group, ["probe", "--x", "a b"])
+    assert r.exit_code == 0, r.output
+    assert seen == [["tritonforge", "probe", "--x", "a b"]]
+
+
+# ------------------------------------------------------------------ bench: subcommands and the short forms
+
+
+@pytest.fixture
+def fake_bench(monkeypatch):
+    """Record what the bench commands hand the library; no model runs, no server."""
+    calls = {}
+
+    def run_variants(spec, data, split, echo=print, **_):
+        calls["variants"] = (spec, str(data), split)
+        return [{"name": "a", "runtime": "onnxruntime"}]
+
+    def run_load(url, protocol, model, levels, duration, images, transport, progress=True, echo=print):
+        calls["load"] = (url, protocol, model, list(levels), duration, transport, progress)
+        row = {"concurrency": levels[0], "requests": 10, "errors": 0, "throughput_img_s": 5.0, "p50_ms": 1.0,
+               "p90_ms": 2.0, "p99_ms": 3.0, "mean_ms": 1.5}
+        return {"endpoint": {"url": url, "protocol": protocol}, "levels": [row]}
+
+    monkeypatch.setattr("generator.bench.run_variants", run_variants)
+    monkeypatch.setattr("generator.loadtest.run_load", run_load)
+    monkeypatch.setattr("generator.loadtest.load_images", lambda folder: [b"img"])
+    return calls
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "--variants", "a=m.onnx", "--data", "d", "--split", "train", "--json"],
+    ["bench", "variants", "a=m.onnx", "--data", "d", "--split", "train", "--json"],
+])
+def test_bench_variants_both_forms(fake_bench, args):
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert fake_bench["variants"] == ("a=m.onnx", "d", "train")
+    assert json.loads(r.output) == {"variants": [{"name": "a", "runtime": "onnxruntime"}]}
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "--url", "http://h:8000", "--concurrency", "1,3", "--duration", "0.5", "--shm", "--json"],
+    ["bench", "load", "http://h:8000", "--concurrency", "1,3", "--duration", "0.5", "--shm", "--json"],
+])
+def test_bench_load_both_forms(fake_bench, args):
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert fake_bench["load"] == ("http://h:8000", "http", "detector_ensemble", [1, 3], 0.5, "shm", False)
+    assert json.loads(r.output)["endpoint"]["protocol"] == "http"
+
+
+def test_bench_load_protocol_defaults_to_grpc(fake_bench):
+    r = CliRunner().invoke(cli, ["bench", "--url", "h:8001", "--concurrency", "2"])
+    assert r.exit_code == 0, r.output
+    assert fake_bench["load"][1:4] == ("grpc", "detector_ensemble", [2])
+    assert "p99 ms" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench"], "exactly one of --variants"),
+    (["bench", "--variants", "a=b", "--url", "h:1"], "exactly one of --variants"),
+    (["bench", "--variants", "a=b"], "--variants needs --data"),
+    (["bench", "variants", "a=b"], "--variants needs --data"),
+    (["bench", "load", "h:1", "--concurrency", "0,2"], "--concurrency"),
+])
+def test_bench_usage_errors_exit_2(fake_bench, args, message):
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not fake_bench

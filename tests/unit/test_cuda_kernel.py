@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from generator import resources
+from generator.export import cuda_tools as tools
 from generator.runtime import cuda_letterbox as cl
-from generator.runtime import imaging
+from generator.runtime import dlpack, imaging, letterbox
 
 KERNEL = resources.templates_dir() / "cuda" / "letterbox.cu"
 TOL = 1.0 / 255.0
@@ -32,7 +33,7 @@ TOL = 1.0 / 255.0
 
 
 def _nvcc():
-    return cl.find_nvcc()
+    return tools.find_nvcc()
 
 
 def _nvcc_version(nvcc):
@@ -84,8 +85,8 @@ def host_ref(tmp_path_factory):
     """letterbox.cu built for the CPU with g++ (nvcc when there is no g++), via ctypes."""
     if not (shutil.which("g++") or shutil.which("c++") or _nvcc()):
         pytest.skip("no C++ compiler or nvcc to build the host reference")
-    lib = cl.compile_host_reference(tmp_path_factory.mktemp("hostref") / "letterbox_host.so", KERNEL)
-    return cl.HostReference(lib)
+    lib = tools.compile_host_reference(tmp_path_factory.mktemp("hostref") / "letterbox_host.so", KERNEL)
+    return tools.HostReference(lib)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def test_nvcc_compiles_the_kernel(arch, tmp_path):
     nvcc = _nvcc()
     if not nvcc:
         pytest.skip("nvcc is not installed")
-    if arch not in cl.nvcc_archs(nvcc):
+    if arch not in tools.nvcc_archs(nvcc):
         why = " (CUDA 13 dropped sm_72; JetPack's nvcc compiles it on the device)" if arch == 72 else ""
         pytest.skip(f"{_nvcc_version(nvcc)} does not list sm_{arch} ({ARCHS[arch]}){why}")
     out = tmp_path / f"letterbox_sm_{arch}.cubin"
@@ -117,8 +118,8 @@ def test_precompiled_fatbin_for_the_repository(tmp_path):
     if not nvcc:
         pytest.skip("nvcc is not installed")
     out = tmp_path / "letterbox.fatbin"
-    chosen = cl.compile_fatbin(out, archs=(72, 80, 87, 90), source=KERNEL, nvcc=nvcc)
-    assert set(chosen) == {a for a in (72, 80, 87, 90) if a in cl.nvcc_archs(nvcc)}
+    chosen = tools.compile_fatbin(out, archs=(72, 80, 87, 90), source=KERNEL, nvcc=nvcc)
+    assert set(chosen) == {a for a in (72, 80, 87, 90) if a in tools.nvcc_archs(nvcc)}
     assert out.stat().st_size > 1000
     cuobjdump = shutil.which("cuobjdump") or str(Path(nvcc).with_name("cuobjdump"))
     if Path(cuobjdump).exists():
@@ -131,8 +132,8 @@ def test_nvcc_builds_the_same_host_reference(host_ref, tmp_path):
     nvcc = _nvcc()
     if not nvcc:
         pytest.skip("nvcc is not installed")
-    lib = cl.compile_host_reference(tmp_path / "letterbox_nvcc.so", KERNEL, compiler=nvcc)
-    by_nvcc = cl.HostReference(lib)
+    lib = tools.compile_host_reference(tmp_path / "letterbox_nvcc.so", KERNEL, compiler=nvcc)
+    by_nvcc = tools.HostReference(lib)
     img = _bgr(333, 517, 3)
     for dtype in (np.float32, np.float16):
         a, _ = host_ref.letterbox(img, 416, 608, dtype)
@@ -197,13 +198,22 @@ def test_host_reference_refuses_bad_arguments(host_ref):
         host_ref.letterbox_into(out, 0, np.zeros((8, 8), np.uint8))
 
 
-def test_geometry_is_imaging_letterbox_params():
+def test_one_letterbox_geometry():
+    """The engine, the host reference and the CPU preprocess share letterbox.py's geometry
+    (no second copy), and the kernel's arguments and TRANSFORM rows follow from it."""
+    assert imaging.letterbox_params is letterbox.letterbox_params is cl.letterbox_params
     rng = np.random.default_rng(0)
     sizes = [(1, 1), (1080, 1920), (100, 60), (37, 53), (640, 640)]
-    sizes += [tuple(s) for s in rng.integers(1, 3000, (300, 2))]
+    sizes += [tuple(int(v) for v in s) for s in rng.integers(1, 3000, (300, 2))]
     for h, w in sizes:
         for out_h, out_w in ((640, 640), (384, 640), (375, 501)):
-            assert cl.letterbox_geometry(h, w, out_h, out_w) == imaging.letterbox_params(h, w, out_h, out_w)
+            scale, new_w, new_h, left, top = letterbox.letterbox_params(h, w, out_h, out_w)
+            assert 1 <= new_w <= out_w and 1 <= new_h <= out_h and (new_w == out_w or new_h == out_h)
+            assert 0 <= left <= out_w - new_w and 0 <= top <= out_h - new_h
+            args = cl.kernel_args(h, w, out_h, out_w)
+            assert (args.new_w, args.new_h, args.left, args.top) == (new_w, new_h, left, top)
+            np.testing.assert_array_equal(letterbox.transform_row((scale, new_w, new_h, left, top), h, w),
+                                          np.float32([scale, left, top, w, h]))
 
 
 def test_decode_bgr_is_decode_image_reversed(tmp_path):
@@ -224,8 +234,10 @@ def test_decode_bgr_is_decode_image_reversed(tmp_path):
 
 
 def test_runtime_module_imports_only_numpy_and_stdlib(tmp_path):
-    """cuda_letterbox.py is copied beside model.py: standalone, it finds letterbox.cu beside it."""
-    shutil.copy(Path(cl.__file__), tmp_path / "cuda_letterbox.py")
+    """cuda_letterbox.py is copied beside model.py (with the modules it imports): standalone,
+    it finds letterbox.cu beside it."""
+    for module in (cl, dlpack, letterbox):
+        shutil.copy(Path(module.__file__), tmp_path / Path(module.__file__).name)
     shutil.copy(KERNEL, tmp_path / "letterbox.cu")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import cuda_letterbox as c; "
             "heavy = [m for m in ('cv2', 'torch', 'pycuda', 'generator') if m in sys.modules]; "
@@ -244,6 +256,65 @@ def test_no_pycuda_is_reported_as_gpu_unavailable():
         pytest.skip("pycuda is importable here")
     with pytest.raises(cl.GpuUnavailable, match="pycuda"):
         cl.CudaLetterbox(0)
+
+
+# --------------------------------------------------------------------------------------------
+# the engine, with host memory standing in for the GPU (tests/fakes/fake_pycuda.py)
+
+
+@pytest.fixture()
+def fake_engine(host_ref, monkeypatch, tmp_path):
+    """CudaLetterbox over the pycuda stand-in; its "fatbin" is a placeholder file."""
+    from fakes import fake_pycuda
+
+    driver = fake_pycuda.install(monkeypatch, host_ref.library)
+    (tmp_path / "letterbox.fatbin").write_bytes(b"placeholder")
+    engine = cl.CudaLetterbox(0, kernel_dir=tmp_path)
+    yield engine, driver
+    engine.close()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_engine_batches_match_the_host_reference(fake_engine, host_ref, dtype):
+    engine, driver = fake_engine
+    assert engine.loaded_from.endswith("letterbox.fatbin") and engine.device_name == "host stand-in"
+    images = [_bgr(90, 160, 1), _bgr(160, 90, 2), _bgr(37, 53, 3), _bgr(1, 1, 4)]
+    for out_h, out_w in ((128, 128), (96, 160)):
+        batch = engine.letterbox_batch(images, out_h, out_w, dtype, timing=True)
+        expected = host_ref.letterbox_batch(images, out_h, out_w, dtype)
+        got = batch.to_host()
+        assert got.shape == (4, 3, out_h, out_w) and got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, expected.array)
+        np.testing.assert_array_equal(batch.transforms, expected.transforms)
+        assert set(batch.timings_ms()) == {"upload", "kernel", "total"}
+        assert batch.__dlpack_device__() == (dlpack.KDL_CUDA, 0)
+    assert driver.contexts == [], "a context was left current"
+
+
+def test_engine_given_geometry_and_empty_batch(fake_engine, host_ref):
+    engine, _ = fake_engine
+    images = [_bgr(50, 80, 5)]
+    geometry = [letterbox.letterbox_params(50, 80, 64, 64)]
+    got = engine.letterbox_batch(images, 64, 64, geometry=geometry).to_host()
+    np.testing.assert_array_equal(got, host_ref.letterbox_batch(images, 64, 64).array)
+    with pytest.raises(ValueError, match="1 images but 2 geometries"):
+        engine.letterbox_batch(images, 64, 64, geometry=geometry * 2)
+    empty = engine.letterbox_batch([], 64, 64)
+    assert empty.to_host().shape == (0, 3, 64, 64) and empty.transforms.shape == (0, 5)
+
+
+def test_model_runs_the_engine_with_the_stand_in(fake_engine, gpu_stage, pb_utils, monkeypatch):
+    """preprocess_gpu's kernel path end to end through CudaLetterbox (copy back to the host)."""
+    engine, _ = fake_engine
+    gpu_module, cpu_module = gpu_stage
+    monkeypatch.setattr(gpu_module.cuda_letterbox, "CudaLetterbox", lambda device_id=0, **kw: engine)
+    params = {"height": "96", "width": "128", "dtype": "FP32", "output_device": "cpu"}
+    model, got, expected = _run_both(pb_utils, gpu_module, cpu_module, params, kind="GPU", device_id=0)
+    assert model.engine is engine, pb_utils.Logger.messages
+    _check_errors(got, expected)
+    for i in (0, 2):
+        assert _diff(got[i].output("PREPROCESSED"), expected[i].output("PREPROCESSED"))[0] <= TOL + 1e-6
+        np.testing.assert_array_equal(got[i].output("TRANSFORM"), expected[i].output("TRANSFORM"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,60 +337,60 @@ def test_dlpack_roundtrip_and_lifetime(consumer, dtype):
     owner = (np.arange(2 * 3 * 5 * 7).reshape(2, 3, 5, 7) / 11).astype(dtype)
     expected = owner.copy()
     alive = weakref.ref(owner)
-    before = cl.live_exports()
-    producer = cl.DLPackTensor.from_numpy(owner)
-    assert producer.__dlpack_device__() == (cl.KDL_CPU, 0)
+    before = dlpack.live_exports()
+    producer = dlpack.DLPackTensor.from_numpy(owner)
+    assert producer.__dlpack_device__() == (dlpack.KDL_CPU, 0)
     del owner
     out = consume(producer)
     del producer
     gc.collect()
     # only the consumer holds the memory now: it must stay valid
-    assert alive() is not None and cl.live_exports() == before + 1
+    assert alive() is not None and dlpack.live_exports() == before + 1
     _ = [np.ones(10000) for _ in range(50)]  # churn the allocator
     arr = _as_numpy(out)
     assert arr.shape == (2, 3, 5, 7) and arr.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(arr, expected)
     del out, arr
     gc.collect()
-    assert cl.live_exports() == before, "the consumer's deleter did not run"
+    assert dlpack.live_exports() == before, "the consumer's deleter did not run"
     assert alive() is None, "the owner outlived the deleter"
 
 
 def test_dlpack_unconsumed_capsule_frees_its_owner():
     owner = np.ones(16, np.float32)
     alive = weakref.ref(owner)
-    before = cl.live_exports()
-    capsule = cl.DLPackTensor.from_numpy(owner).__dlpack__()
+    before = dlpack.live_exports()
+    capsule = dlpack.DLPackTensor.from_numpy(owner).__dlpack__()
     del owner
-    assert alive() is not None and cl.live_exports() == before + 1
+    assert alive() is not None and dlpack.live_exports() == before + 1
     del capsule
     gc.collect()
-    assert cl.live_exports() == before and alive() is None
+    assert dlpack.live_exports() == before and alive() is None
 
 
 def test_dlpack_release_hook_strides_and_device():
     released = []
     base = np.arange(12, dtype=np.float32).reshape(3, 4)
     view = base.T  # strides (1, 4) in elements
-    t = cl.DLPackTensor(view.ctypes.data, view.shape, view.dtype, owner=base, strides=(1, 4), release=released.append)
+    t = dlpack.DLPackTensor(view.ctypes.data, view.shape, view.dtype, owner=base, strides=(1, 4), release=released.append)
     got = np.from_dlpack(t)
     np.testing.assert_array_equal(got, view)
     del got
     gc.collect()
     assert released == [base]
-    cuda_like = cl.DLPackTensor(0x1000, (1, 3, 4, 4), np.float16, cl.KDL_CUDA, 3)
-    assert cuda_like.__dlpack_device__() == (cl.KDL_CUDA, 3)
+    cuda_like = dlpack.DLPackTensor(0x1000, (1, 3, 4, 4), np.float16, dlpack.KDL_CUDA, 3)
+    assert cuda_like.__dlpack_device__() == (dlpack.KDL_CUDA, 3)
     with pytest.raises(BufferError):
-        cuda_like.__dlpack__(dl_device=(cl.KDL_CPU, 0))
-    assert cl.dlpack_dtype(np.float16) == (cl.KDL_FLOAT, 16) and cl.dlpack_dtype(np.float32) == (cl.KDL_FLOAT, 32)
+        cuda_like.__dlpack__(dl_device=(dlpack.KDL_CPU, 0))
+    assert dlpack.dlpack_dtype(np.float16) == (dlpack.KDL_FLOAT, 16) and dlpack.dlpack_dtype(np.float32) == (dlpack.KDL_FLOAT, 32)
 
 
 def test_fake_pb_utils_from_dlpack(pb_utils):
     owner = np.full((2, 3), 0.5, np.float32)
-    t = pb_utils.Tensor.from_dlpack("X", cl.DLPackTensor.from_numpy(owner))
+    t = pb_utils.Tensor.from_dlpack("X", dlpack.DLPackTensor.from_numpy(owner))
     assert t.is_cpu() and t.name() == "X"
     np.testing.assert_array_equal(t.as_numpy(), owner)
-    gpu = pb_utils.Tensor.from_dlpack("Y", cl.DLPackTensor(0x1000, (1,), np.float32, cl.KDL_CUDA, 0))
+    gpu = pb_utils.Tensor.from_dlpack("Y", dlpack.DLPackTensor(0x1000, (1,), np.float32, dlpack.KDL_CUDA, 0))
     assert not gpu.is_cpu()
     with pytest.raises(RuntimeError):
         gpu.as_numpy()
@@ -502,10 +573,10 @@ def test_kernel_matches_the_host_reference(cuda_engine, host_ref, dtype):
 @pytest.mark.gpu
 def test_gpu_output_via_dlpack(cuda_engine, pb_utils):
     images = [_bgr(480, 640, 1), _bgr(720, 1280, 2)]
-    before = cl.live_exports()
+    before = dlpack.live_exports()
     batch = cuda_engine.letterbox_batch(images, 640, 640, np.float16)
     expected = batch.to_host()
-    assert batch.__dlpack_device__() == (cl.KDL_CUDA, 0)
+    assert batch.__dlpack_device__() == (dlpack.KDL_CUDA, 0)
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         t = torch.from_dlpack(batch)
@@ -515,9 +586,9 @@ def test_gpu_output_via_dlpack(cuda_engine, pb_utils):
         np.testing.assert_array_equal(t.cpu().numpy(), expected)  # memory still valid
         del t
         gc.collect()
-        assert cl.live_exports() == before
+        assert dlpack.live_exports() == before
     tensor = pb_utils.Tensor.from_dlpack("PREPROCESSED", cuda_engine.letterbox_batch(images, 640, 640))
-    assert not tensor.is_cpu() and tensor.device == (cl.KDL_CUDA, 0)
+    assert not tensor.is_cpu() and tensor.device == (dlpack.KDL_CUDA, 0)
 
 
 @pytest.mark.gpu
@@ -551,7 +622,7 @@ def test_precompiled_fatbin_is_preferred(tmp_path):
     cuda.init()
     major, minor = cuda.Device(0).compute_capability()
     shutil.copy(KERNEL, tmp_path / "letterbox.cu")
-    cl.compile_fatbin(tmp_path / "letterbox.fatbin", archs=(major * 10 + minor,), source=KERNEL, nvcc=nvcc)
+    tools.compile_fatbin(tmp_path / "letterbox.fatbin", archs=(major * 10 + minor,), source=KERNEL, nvcc=nvcc)
     engine = cl.CudaLetterbox(0, kernel_dir=tmp_path)
     try:
         assert engine.loaded_from.endswith("letterbox.fatbin")

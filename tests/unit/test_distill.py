@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from generator.compress.config import DistillConfig
 from generator.compress.distill import KDWeights, ObjectnessScaledKD, feature_map_nms, run_distill
 from generator.data.synth import synthesize
 from generator.errors import UsageError
@@ -51,8 +52,8 @@ def tiny(tmp_path_factory):
 def test_short_distillation_run_writes_a_reloadable_student(tiny, tmp_path):
     root, data = tiny
     unlabelled = root / "data" / "images" / "val"
-    result = run_distill(root / "teacher.pt", "mobilenetv3", str(data), tmp_path / "s.pt", epochs=1, imgsz=64,
-                         unlabelled=unlabelled, echo=lambda _: None, progress=False)
+    result = run_distill(DistillConfig(root / "teacher.pt", "mobilenetv3", str(data), tmp_path / "s.pt", epochs=1,
+                                       imgsz=64, unlabelled=unlabelled), echo=lambda _: None, progress=False)
     student = load_checkpoint(tmp_path / "s.pt")
     assert student.family == "mobilenetv3" and student.names == ["circle", "rectangle"]
     assert torch.load(tmp_path / "s.pt", weights_only=True)["extra"]["distilled_from"].endswith("teacher.pt")
@@ -63,5 +64,5 @@ def test_distillation_refuses_a_teacher_of_other_classes(tiny, tmp_path):
     root, data = tiny
     save_checkpoint(build_detector("yolo-n", 3, 64, seed=0), tmp_path / "t3.pt")
     with pytest.raises(UsageError, match="t3.pt: teacher classes"):
-        run_distill(tmp_path / "t3.pt", "yolo-n", str(data), tmp_path / "s.pt", epochs=1, progress=False)
+        run_distill(DistillConfig(tmp_path / "t3.pt", "yolo-n", str(data), tmp_path / "s.pt", epochs=1), progress=False)
     assert not (tmp_path / "s.pt").exists()

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 
 from generator.repository.render import parse_config
+from generator.repository.shipping import stage_files
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "model_repository"
-RUNTIME = ROOT / "generator" / "runtime"
+# the runtime entry module of each Python stage of the embedded target
+ENTRIES = {"detector_preprocess": "preprocess.py", "detector": "detector.py", "detector_postprocess": "postprocess.py"}
 
 
 def test_every_config_parses_with_triton_schema():
@@ -19,9 +21,11 @@ def test_every_config_parses_with_triton_schema():
         assert parse_config(path.read_text(), str(path)).name == path.parent.name
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(EXAMPLE).as_posix() for p in EXAMPLE.glob("*/1/*.py")))
-def test_runtime_copies_are_current(path):
-    entry = {"detector_preprocess/1/model.py": "preprocess.py", "detector/1/model.py": "detector_ort.py",
-             "detector_postprocess/1/model.py": "postprocess.py"}.get(path, Path(path).name)
-    assert (EXAMPLE / path).read_bytes() == (RUNTIME / entry).read_bytes(), \
-        f"model_repository/{path} is stale: run tritonforge demo"
+@pytest.mark.parametrize("model", sorted(ENTRIES))
+def test_runtime_copies_are_current(model):
+    expected = stage_files(ENTRIES[model])
+    shipped = {p.relative_to(EXAMPLE / model).as_posix() for p in (EXAMPLE / model / "1").rglob("*.py")}
+    assert shipped == set(expected), f"model_repository/{model} ships other files than the runtime: run tritonforge demo"
+    for rel, source in expected.items():
+        assert (EXAMPLE / model / rel).read_bytes() == source.read_bytes(), \
+            f"model_repository/{model}/{rel} is stale: run tritonforge demo"

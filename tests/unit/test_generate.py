@@ -9,7 +9,8 @@ from generator.errors import UsageError
 from generator.export.signature import read_signature
 from generator.repository import writer
 from generator.repository.generate import generate, read_labels
-from generator.repository.targets import GenerateOptions, get_target, register_target, Target
+from generator.repository.options import RepositoryOptions
+from generator.repository.targets import Target, get_target, register_target
 
 
 def test_signature_is_read_from_the_onnx(contract_onnx):
@@ -61,22 +62,22 @@ def test_non_empty_destination_is_refused_without_force(contract_onnx, tmp_path)
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(UsageError, match="exists and is not empty; pass --force"):
-        generate(contract_onnx, "embedded", out, GenerateOptions())
+        generate(contract_onnx, "embedded", out, RepositoryOptions())
     assert (out / "precious.txt").read_text() == "keep me"
-    generate(contract_onnx, "embedded", out, GenerateOptions(), force=True)
+    generate(contract_onnx, "embedded", out, RepositoryOptions(), force=True)
     assert not (out / "precious.txt").exists() and (out / "detector_ensemble" / "config.pbtxt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no temporary folders left
 
 
 def test_empty_destination_folder_is_used(contract_onnx, tmp_path):
     (tmp_path / "repo").mkdir()
-    generate(contract_onnx, "cpu", tmp_path / "repo", GenerateOptions())
+    generate(contract_onnx, "cpu", tmp_path / "repo", RepositoryOptions())
     assert "onnxruntime_onnx" in (tmp_path / "repo" / "detector" / "config.pbtxt").read_text()
 
 
 def test_interrupted_generation_leaves_nothing_behind(contract_onnx, tmp_path, monkeypatch):
     out = tmp_path / "repo"
-    generate(contract_onnx, "embedded", out, GenerateOptions(name="old"))
+    generate(contract_onnx, "embedded", out, RepositoryOptions(name="old"))
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     calls = {"n": 0}
     real_put = writer._put
@@ -89,23 +90,23 @@ def test_interrupted_generation_leaves_nothing_behind(contract_onnx, tmp_path, m
 
     monkeypatch.setattr(writer, "_put", failing_put)
     with pytest.raises(KeyboardInterrupt):
-        generate(contract_onnx, "embedded", out, GenerateOptions(name="new"), force=True)
+        generate(contract_onnx, "embedded", out, RepositoryOptions(name="new"), force=True)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the old repository, untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
     fresh = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt):
         calls["n"] = 0
-        generate(contract_onnx, "embedded", fresh, GenerateOptions())
+        generate(contract_onnx, "embedded", fresh, RepositoryOptions())
     assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
 
 
 @pytest.mark.parametrize("opts,message", [
-    (GenerateOptions(name="../evil"), "invalid --name '../evil'"),
-    (GenerateOptions(name="a b"), "invalid --name"),
-    (GenerateOptions(max_batch_size=0), "--max-batch must be >= 1, got 0"),
-    (GenerateOptions(score_threshold=1.5), "--score-threshold must be in [0, 1)"),
-    (GenerateOptions(iou_threshold=0), "--iou-threshold must be in (0, 1]"),
-    (GenerateOptions(labels=["a", "b"]), "--labels lists 2 names but the model has 3 classes"),
+    (RepositoryOptions(name="../evil"), "invalid --name '../evil'"),
+    (RepositoryOptions(name="a b"), "invalid --name"),
+    (RepositoryOptions(max_batch_size=0), "--max-batch must be >= 1, got 0"),
+    (RepositoryOptions(score_threshold=1.5), "--score-threshold must be in [0, 1)"),
+    (RepositoryOptions(iou_threshold=0), "--iou-threshold must be in (0, 1]"),
+    (RepositoryOptions(labels=["a", "b"]), "--labels lists 2 names but the model has 3 classes"),
 ])
 def test_bad_options_are_refused_before_writing(contract_onnx, tmp_path, opts, message):
     with pytest.raises(UsageError) as info:
@@ -135,7 +136,7 @@ def test_unknown_target_and_duplicate_registration():
 
 
 def test_labels_and_sizes_reach_the_ensemble(contract_onnx, tmp_path):
-    generate(contract_onnx, "embedded", tmp_path / "r", GenerateOptions(name="shapes", labels=["a", "b", "c"]))
+    generate(contract_onnx, "embedded", tmp_path / "r", RepositoryOptions(name="shapes", labels=["a", "b", "c"]))
     from generator.repository.render import parse_config
 
     config = parse_config((tmp_path / "r" / "shapes_ensemble" / "config.pbtxt").read_text())

@@ -18,12 +18,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import golden_trees
 import make_models
+from generator import atomic
 from generator.cli import cli
 from generator.errors import UsageError
 from generator.repository import writer
 from generator.repository.generate import generate
 from generator.repository.render import parse_config
-from generator.repository.targets import GenerateOptions
+from generator.repository.options import RepositoryOptions
+from generator.repository.targets import options_for
 
 TARGETS = golden_trees.TARGETS
 ROOT = Path(__file__).parents[2]
@@ -54,7 +56,7 @@ def _run_and_die(k, signum, onnx, out, opts, force, exchange=True):
                 return wrapper
 
             writer._put = step(writer._put)
-            writer._exchange = step(writer._exchange if exchange else (lambda a, b: False))
+            atomic._exchange = step(atomic._exchange if exchange else (lambda a, b: False))
             writer.os.rename = step(os.rename)
             writer.shutil.rmtree = step(writer.shutil.rmtree)
             generate(onnx, "embedded", out, opts, force=force)
@@ -73,19 +75,19 @@ def test_killed_at_any_step_leaves_the_old_or_the_new_repository(contract_onnx, 
     if exchange:
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
-        if not writer._exchange(tmp_path / "a", tmp_path / "b"):
+        if not atomic._exchange(tmp_path / "a", tmp_path / "b"):
             pytest.skip("this file system has no renameat2(RENAME_EXCHANGE): the two-renames path is used")
         (tmp_path / "a").rmdir()
         (tmp_path / "b").rmdir()
     out = tmp_path / "repo"
-    generate(contract_onnx, "embedded", out, GenerateOptions(name="old"))
+    generate(contract_onnx, "embedded", out, RepositoryOptions(name="old"))
     old = tree_bytes(out)
-    generate(contract_onnx, "embedded", tmp_path / "want", GenerateOptions(name="new"))
+    generate(contract_onnx, "embedded", tmp_path / "want", RepositoryOptions(name="new"))
     new = tree_bytes(tmp_path / "want")
     writer.shutil.rmtree(tmp_path / "want")
     killed_at, missing = [], []
     for k in range(1, 100):
-        status = _run_and_die(k, signal.SIGKILL, contract_onnx, out, GenerateOptions(name="new"), True, exchange)
+        status = _run_and_die(k, signal.SIGKILL, contract_onnx, out, RepositoryOptions(name="new"), True, exchange)
         if os.WIFEXITED(status):
             assert os.WEXITSTATUS(status) == 0
             break
@@ -100,7 +102,7 @@ def test_killed_at_any_step_leaves_the_old_or_the_new_repository(contract_onnx, 
             stash = [p / "repo" for p in tmp_path.glob(".repo.old-*")]
             assert len(stash) == 1 and tree_bytes(stash[0]) == old
             os.rename(stash[0], out)
-        generate(contract_onnx, "embedded", out, GenerateOptions(name="old"), force=True)  # reset
+        generate(contract_onnx, "embedded", out, RepositoryOptions(name="old"), force=True)  # reset
         for leftover in tmp_path.glob(".repo.*"):  # what a SIGKILL cannot clean up: hidden siblings only
             assert leftover.name.startswith((".repo.tmp-", ".repo.old-"))
             writer.shutil.rmtree(leftover)
@@ -113,12 +115,12 @@ def test_killed_at_any_step_leaves_the_old_or_the_new_repository(contract_onnx, 
 @pytest.mark.parametrize("k", [1, 4, 9])
 def test_ctrl_c_cleans_up_after_itself(contract_onnx, tmp_path, k):
     out = tmp_path / "repo"
-    generate(contract_onnx, "embedded", out, GenerateOptions(name="old"))
+    generate(contract_onnx, "embedded", out, RepositoryOptions(name="old"))
     old = tree_bytes(out)
-    status = _run_and_die(k, signal.SIGINT, contract_onnx, out, GenerateOptions(name="new"), True)
+    status = _run_and_die(k, signal.SIGINT, contract_onnx, out, RepositoryOptions(name="new"), True)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 130
     assert tree_bytes(out) == old and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
-    status = _run_and_die(k, signal.SIGINT, contract_onnx, tmp_path / "fresh", GenerateOptions(), False)
+    status = _run_and_die(k, signal.SIGINT, contract_onnx, tmp_path / "fresh", RepositoryOptions(), False)
     assert os.WEXITSTATUS(status) == 130 and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
 
 
@@ -129,7 +131,7 @@ def test_nothing_is_overwritten_without_force(contract_onnx, tmp_path):
         r = CliRunner().invoke(cli, ["generate", "--onnx", str(contract_onnx), "--out", str(a_file), *force])
         assert r.exit_code == 2 and "notes.txt' is a file" in r.output  # click's own check of --out
     with pytest.raises(UsageError, match="exists and is not a folder"):
-        generate(contract_onnx, "embedded", a_file, GenerateOptions(), force=True)
+        generate(contract_onnx, "embedded", a_file, RepositoryOptions(), force=True)
     assert a_file.read_text() == "mine"
     target = tmp_path / "elsewhere"
     target.mkdir()
@@ -163,7 +165,7 @@ def test_any_name_is_refused_or_stays_inside_the_output_folder(contract_onnx, na
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r"
         try:
-            generate(contract_onnx, "embedded", out, GenerateOptions(name=name))
+            generate(contract_onnx, "embedded", out, RepositoryOptions(name=name))
         except UsageError as exc:
             assert "invalid --name" in str(exc)
             assert list(Path(tmp).iterdir()) == []
@@ -178,7 +180,7 @@ def test_any_name_is_refused_or_stays_inside_the_output_folder(contract_onnx, na
 
 def test_labels_are_data_not_templates(contract_onnx, tmp_path):
     labels = ["{{ 7 * 7 }}", '{% raw %}"quoted"', "back\\slash ünï"]
-    generate(contract_onnx, "cpu", tmp_path / "r", GenerateOptions(labels=labels))
+    generate(contract_onnx, "cpu", tmp_path / "r", RepositoryOptions(labels=labels))
     config = parse_config((tmp_path / "r" / "detector_ensemble" / "config.pbtxt").read_text())
     assert json.loads(config.parameters["class_names"].string_value) == labels
     assert (tmp_path / "r" / "detector_postprocess" / "labels.txt").read_text().splitlines() == labels
@@ -188,7 +190,7 @@ def test_labels_are_data_not_templates(contract_onnx, tmp_path):
 @pytest.mark.parametrize("label", ["two\nlines", "cr\r", "", "   ", "nul\0"])
 def test_labels_that_would_break_labels_txt_are_refused(contract_onnx, tmp_path, label):
     with pytest.raises(UsageError, match="--labels: class name .* is empty or holds control characters"):
-        generate(contract_onnx, "embedded", tmp_path / "r", GenerateOptions(labels=["a", label, "c"]))
+        generate(contract_onnx, "embedded", tmp_path / "r", RepositoryOptions(labels=["a", label, "c"]))
     assert not (tmp_path / "r").exists()
 
 
@@ -246,7 +248,7 @@ def test_generated_repositories_are_consistent_and_parse(target, name, cells, cl
     imgsz = 8 * cells
     with tempfile.TemporaryDirectory() as tmp:
         onnx = make_models.contract_onnx(Path(tmp) / "m.onnx", imgsz=imgsz, num_classes=classes)
-        opts = GenerateOptions.for_target(target, name=name, max_batch_size=batch, max_detections=detections,
+        opts = options_for(target, name=name, max_batch_size=batch, max_detections=detections,
                                           detector_instances=instances, queue_delay_us=delay,
                                           dynamic_batching=dynamic)
         generate(onnx, target, Path(tmp) / "r", opts)

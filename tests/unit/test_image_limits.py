@@ -13,14 +13,15 @@ import image_bytes as ib
 from generator.errors import UsageError
 from generator.repository.generate import generate
 from generator.repository.render import parse_config
-from generator.repository.targets import DEFAULT_MAX_IMAGE_PIXELS, GenerateOptions
+from generator.repository.options import DEFAULT_MAX_IMAGE_PIXELS, RepositoryOptions
+from generator.repository.targets import options_for
 from generator.runtime import imaging
 
 LIMIT = 50_000_000
 
 
 def test_generator_default_is_the_runtime_default():
-    assert DEFAULT_MAX_IMAGE_PIXELS == imaging.DEFAULT_MAX_PIXELS == GenerateOptions().max_image_pixels
+    assert DEFAULT_MAX_IMAGE_PIXELS == imaging.DEFAULT_MAX_PIXELS == RepositoryOptions().max_image_pixels
 
 
 @pytest.mark.parametrize("name", sorted(ib.every_format(3, 2)))
@@ -154,6 +155,12 @@ def _args(parameters):
     return {"model_config": json.dumps(config)}
 
 
+def _stage_args(module, parameters):
+    """``parameters`` plus, for the GPU stage (the only one declaring it), ``output_device: cpu``."""
+    extra = {"output_device": "cpu"} if module == "preprocess_gpu" else {}
+    return _args({**parameters, **extra})
+
+
 def _batch(*items):
     arr = np.empty((len(items), 1), dtype=object)
     arr[:, 0] = items
@@ -166,7 +173,7 @@ def test_stages_apply_their_limit_per_request(pb_utils, module, monkeypatch):
 
     stage = importlib.import_module(f"generator.runtime.{module}")
     model = stage.TritonPythonModel()
-    model.initialize(_args({"height": "32", "width": "32", "max_pixels": "400", "output_device": "cpu"}))
+    model.initialize(_stage_args(module, {"height": "32", "width": "32", "max_pixels": "400"}))
     small, big = ib.jpeg(20, 20), ib.jpeg(20, 21)
     responses = model.execute([pb_utils.InferenceRequest(IMAGE=_batch(small, big)),
                                pb_utils.InferenceRequest(IMAGE=_batch(small))])
@@ -190,7 +197,7 @@ def test_stage_without_the_parameter_uses_the_default_and_refuses_a_bad_one(pb_u
 
     stage = importlib.import_module(f"generator.runtime.{module}")
     model = stage.TritonPythonModel()
-    model.initialize(_args({"height": "32", "width": "32", "output_device": "cpu"}))  # an older repository
+    model.initialize(_stage_args(module, {"height": "32", "width": "32"}))  # an older repository
     assert model.max_pixels == imaging.DEFAULT_MAX_PIXELS
     with pytest.raises(ValueError, match="max_pixels must be a positive integer, got '0'"):
         stage.TritonPythonModel().initialize(_args({"height": "32", "width": "32", "max_pixels": "0"}))
@@ -198,7 +205,7 @@ def test_stage_without_the_parameter_uses_the_default_and_refuses_a_bad_one(pb_u
 
 @pytest.mark.parametrize("target", ["embedded", "cpu", "gpu", "jetson"])
 def test_max_image_pixels_reaches_every_targets_preprocess(contract_onnx, tmp_path, target):
-    generate(contract_onnx, target, tmp_path / "r", GenerateOptions.for_target(target, max_image_pixels=1234))
+    generate(contract_onnx, target, tmp_path / "r", options_for(target, max_image_pixels=1234))
     config = parse_config((tmp_path / "r" / "detector_preprocess" / "config.pbtxt").read_text())
     assert config.parameters["max_pixels"].string_value == "1234"
 
@@ -215,4 +222,4 @@ def test_max_image_pixels_flag_and_its_check(contract_onnx, tmp_path):
     config = parse_config((out / "detector_preprocess" / "config.pbtxt").read_text())
     assert config.parameters["max_pixels"].string_value == "2000000"
     with pytest.raises(UsageError, match="--max-image-pixels must be >= 1, got -1"):
-        GenerateOptions(max_image_pixels=-1).validate()
+        RepositoryOptions(max_image_pixels=-1).validate()

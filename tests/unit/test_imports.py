@@ -16,7 +16,8 @@ def test_import_client_imports_neither_torch_nor_generator():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["data", "synth", "--help"]] + [[cmd, "--help"] for cmd in (
+@pytest.mark.parametrize("argv", [["--help"], ["data", "synth", "--help"], ["bench", "variants", "--help"],
+                                  ["bench", "load", "--help"]] + [[cmd, "--help"] for cmd in (
     "export", "generate", "serve", "detect", "demo", "train", "distill", "prune", "quantize", "build", "eval", "bench")])
 def test_help_does_not_import_torch(argv):
     code = ("import sys; from click.testing import CliRunner; from generator.cli import cli; "

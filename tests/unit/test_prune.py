@@ -10,8 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from generator.compress.prune import (IMPORTANCES, apply_layout, detection_loss_fn, load_pruned,
-                                      prune_and_finetune, prune_model, pruned_layout, save_pruned)
+from generator.compress.config import PruneConfig
+from generator.compress.prune.engine import prune_model
+from generator.compress.prune.finetune import detection_loss_fn
+from generator.compress.prune.importance import IMPORTANCES
+from generator.compress.prune.run import prune_and_finetune
+from generator.compress.prune_layout import apply_layout, load_pruned, pruned_layout, save_pruned
 from generator.errors import UsageError
 from generator.export.onnx_export import export_onnx
 from generator.models.checkpoint import Detector, build_detector, save_checkpoint
@@ -311,8 +315,8 @@ def test_prune_and_finetune_writes_a_checkpoint_that_reloads_and_evaluates(tiny,
 
     out = tmp_path / "pruned.pt"
     logs = []
-    result = prune_and_finetune(ckpt, data, 0.5, "taylor", global_pruning=False, round_to=8, steps=2,
-                                finetune_epochs=1, out=out, batch=8, step_iters=1, grad_batches=1,
+    result = prune_and_finetune(PruneConfig(ckpt, data, 0.5, "taylor", global_pruning=False, round_to=8, steps=2,
+                                            finetune_epochs=1, out=out, batch=8, step_iters=1, grad_batches=1),
                                 extra_loss=extra_loss, echo=logs.append, progress=False)
     assert out.is_file() and not out.with_name(out.name + ".tmp").exists()
     assert result["checkpoint"] == str(out)
@@ -343,8 +347,8 @@ def test_prune_and_finetune_distils_from_a_teacher_and_can_skip_finetuning(tiny,
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(ObjectnessScaledKD, "forward", counted)
-    result = prune_and_finetune(ckpt, data, 0.3, "lamp", global_pruning=True, steps=2, step_iters=1,
-                                finetune_epochs=0, out=out, teacher=ckpt, evaluate=False,
+    result = prune_and_finetune(PruneConfig(ckpt, data, 0.3, "lamp", global_pruning=True, steps=2, step_iters=1,
+                                            finetune_epochs=0, out=out, teacher=ckpt, evaluate=False),
                                 echo=lambda _: None, progress=False)
     assert result["metrics"] == {} and result["history"] == []
     assert calls == [3]  # the recovery batch between the two steps, with the neck adapters
@@ -356,8 +360,8 @@ def test_prune_and_finetune_distils_from_a_teacher_and_can_skip_finetuning(tiny,
 def test_prune_and_finetune_checks_its_arguments(tiny, tmp_path):
     data, ckpt = tiny
     with pytest.raises(UsageError, match="must be in \\(0, 1\\)"):
-        prune_and_finetune(ckpt, data, 1.0, out=tmp_path / "x.pt", progress=False)
+        prune_and_finetune(PruneConfig(ckpt, data, 1.0, out=tmp_path / "x.pt"), progress=False)
     with pytest.raises(UsageError, match="folder of --out does not exist"):
-        prune_and_finetune(ckpt, data, 0.5, out=tmp_path / "no" / "x.pt", progress=False)
+        prune_and_finetune(PruneConfig(ckpt, data, 0.5, out=tmp_path / "no" / "x.pt"), progress=False)
     with pytest.raises(UsageError, match="checkpoint not found"):
-        prune_and_finetune(tmp_path / "missing.pt", data, 0.5, out=tmp_path / "x.pt", progress=False)
+        prune_and_finetune(PruneConfig(tmp_path / "missing.pt", data, 0.5, out=tmp_path / "x.pt"), progress=False)

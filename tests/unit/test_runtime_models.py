@@ -72,11 +72,11 @@ def test_postprocess_batches_requests_and_splits_back(pb_utils):
 
 
 def test_embedded_detector_runs_onnx_runtime(pb_utils, contract_onnx, tmp_path):
-    from generator.runtime import detector_ort
+    from generator.runtime import detector
 
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "model.onnx").write_bytes(contract_onnx.read_bytes())
-    model = detector_ort.TritonPythonModel()
+    model = detector.TritonPythonModel()
     model.initialize(_args({"onnx_file": "model.onnx", "intra_op_threads": "1"}, ["images"], ["output0"],
                            repo=str(tmp_path)))
     xs = [np.random.default_rng(i).uniform(0, 1, (n, 3, 64, 64)).astype(np.float32) for i, n in enumerate((2, 1))]

@@ -4,18 +4,18 @@ import pytest
 
 from generator.errors import ServerError, UsageError
 from generator.repository.generate import generate
-from generator.repository.targets import GenerateOptions
+from generator.repository.options import RepositoryOptions
 from generator.serve.server import TritonServer, error_lines, required_backends
 
 
 def test_required_backends(contract_onnx, tmp_path):
-    generate(contract_onnx, "cpu", tmp_path / "cpu", GenerateOptions())
+    generate(contract_onnx, "cpu", tmp_path / "cpu", RepositoryOptions())
     assert required_backends(tmp_path / "cpu") == {
         "detector": "onnxruntime", "detector_postprocess": "python", "detector_preprocess": "python"}
 
 
 def test_bundled_server_refuses_a_cpu_repository(contract_onnx, tmp_path):
-    generate(contract_onnx, "cpu", tmp_path / "cpu", GenerateOptions())
+    generate(contract_onnx, "cpu", tmp_path / "cpu", RepositoryOptions())
     server = TritonServer(tmp_path / "cpu")
     with pytest.raises(UsageError, match="detector needs the 'onnxruntime' backend.*--target embedded"):
         server.check_repository(server.install())
@@ -30,7 +30,7 @@ def test_empty_repository_is_refused(tmp_path):
 def test_busy_port_is_reported(contract_onnx, tmp_path):
     import socket
 
-    generate(contract_onnx, "embedded", tmp_path / "r", GenerateOptions())
+    generate(contract_onnx, "embedded", tmp_path / "r", RepositoryOptions())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

