@@ -74,6 +74,22 @@ def plan_variant(name: str, path: Path, echo: Callable[[str], None] = print) -> 
     return entry, (runner.height, runner.width)
 
 
+def onnx_variant(name: str, path: Path, read_options: dict, threads: int = 0,
+                 names=None) -> Tuple[str, dict, Tuple[int, int]]:
+    """(row name, ``measure_variants`` entry, input size) of an ONNX file in any output layout:
+    decoded by its layout, fed in its input format, timed at the batch sizes it runs; the
+    dataset's class ``names`` name its classes where its outputs and metadata do not."""
+    from generator.evaluation.ort_only import EVAL_HINT, read_for_dataset, refuse_trt_plugin
+    from generator.evaluation.predictors import decode_options, open_onnx
+
+    sig = read_for_dataset(path, names, read_options)
+    refuse_trt_plugin(path, sig, "to bench it offline", EVAL_HINT)
+    entry = {"runtime": "onnxruntime", "onnx": path, "decode": decode_options(sig)}
+    if sig.batch is not None:  # a fixed-batch export runs only its own batch size
+        entry.update(runner=open_onnx(path, sig, threads), note=f"fixed batch {sig.batch}")
+    return row_name(name, "onnxruntime"), entry, (sig.height, sig.width)
+
+
 class _AllOutputs:
     """A plan with NMS inside, for timing: every output, batches within its profile."""
 
@@ -85,11 +101,13 @@ class _AllOutputs:
 
 
 def run_variants(spec: str, data: Path, split: str = "val", echo=print, threads: Optional[int] = None,
-                 rounds: int = 5, runs: int = 6) -> List[dict]:
+                 rounds: int = 5, runs: int = 6, read_options: Optional[dict] = None) -> List[dict]:
     """Rows ``NAME (runtime)``: params, GFLOPs, latency at batch 1 and 8, mAP, per runtime.
 
     ``threads``: ONNX Runtime's intra-op threads (default ``cpu_threads()``: as many as
-    PyTorch uses, whose setting is left as it is).
+    PyTorch uses, whose setting is left as it is). ``read_options``: ``read_signature``
+    keywords (``layout``, ``imgsz``, ``scores``) for the ONNX variants; each ONNX is
+    decoded by its own layout, detected or given.
     """
     from generator.data.dataset import load_dataset
     from generator.report import measure_variants
@@ -101,7 +119,7 @@ def run_variants(spec: str, data: Path, split: str = "val", echo=print, threads:
         entries: Dict[str, dict] = {}
         sizes: Dict[Tuple[int, int], List[str]] = {}
         for name, path in variants.items():
-            for row, entry, size in _entries(name, path, Path(tmp), echo):
+            for row, entry, size in _entries(name, path, Path(tmp), echo, read_options or {}, threads, dataset.names):
                 entries[row] = entry
                 if size is not None:
                     sizes.setdefault(tuple(size), []).append(name)
@@ -114,17 +132,14 @@ def run_variants(spec: str, data: Path, split: str = "val", echo=print, threads:
         return measure_variants(entries, dataset, height, width, echo=echo, threads=threads, rounds=rounds, runs=runs)
 
 
-def _entries(name: str, path: Path, tmp: Path, echo):
+def _entries(name: str, path: Path, tmp: Path, echo, read_options: dict, threads: int, names):
     """(row name, measure_variants entry, input size) for one variant."""
     suffix = path.suffix.lower()
     if suffix in PLAN_SUFFIXES:
         entry, size = plan_variant(name, path, echo)
         return [(row_name(name, "tensorrt"), entry, size)]
     if suffix == ".onnx":
-        from generator.export.signature import read_signature
-
-        sig = read_signature(path)
-        return [(row_name(name, "onnxruntime"), {"runtime": "onnxruntime", "onnx": path}, (sig.height, sig.width))]
+        return [onnx_variant(name, path, read_options, threads, names)]
     from generator.export.onnx_export import export_onnx
     from generator.models.checkpoint import load_checkpoint
 

@@ -168,7 +168,8 @@ def measure_variants(variants: Dict[str, dict], heldout, height: int, width: int
     - ``onnx``: the ONNX file (runs the ``onnxruntime`` row; params from it without ``model``);
     - ``runner``: a ready runner (``[B, 3, H, W]`` -> the detector's outputs), e.g. ``open_runner("tensorrt", plan)``;
     - ``note``: shown in the row; an entry with a note and nothing to run is a skipped row;
-    - ``map``: False to time the runner without scoring it (a plan with NMS inside).
+    - ``map``: False to time the runner without scoring it (a plan with NMS inside);
+    - ``decode``: ``offline_detector``'s ``layout`` / ``input_format`` (an ONNX of another layout).
 
     mAP on ``heldout`` with the serving code (COCO protocol), the same path for every
     runtime; latency at batch 1 and 8 in interleaved rounds (``runner_latency``).
@@ -206,8 +207,8 @@ def measure_variants(variants: Dict[str, dict], heldout, height: int, width: int
             continue
         runners[name] = runner
         if v.get("map", True):
-            result = evaluate(heldout, offline_detector(runner, height, width), progress=progress,
-                              desc=f"mAP {name}")
+            detect = offline_detector(runner, height, width, **v.get("decode", {}))
+            result = evaluate(heldout, detect, progress=progress, desc=f"mAP {name}")
             row["map50_95"], row["map50"] = round(result.map50_95, 4), round(result.map50, 4)
     if runners:
         used = sorted({r["runtime"] for r in rows if r["name"] in runners}, key=RUNTIMES.index)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from generator.cli.common import field_default, invoked_command
+from generator.cli.onnx_options import onnx_reading_options, read_options
 from generator.compress.config import (CALIBRATION_SAMPLES, DEFAULT_QUANTIZE_TARGET, METHODS, QUANTIZE_TARGETS,
                                        QuantizeConfig, quantize_target_help)
 from generator.errors import UsageError
@@ -46,7 +47,8 @@ def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_s
 
 
 @click.command()
-@click.option("--onnx", "onnx_path", required=True, type=FILE)
+@click.option("--onnx", "onnx_path", required=True, type=FILE, help="Detector ONNX (any supported output layout).")
+@onnx_reading_options()
 @click.option("--data", type=click.Path(path_type=Path), default=None, help=CALIBRATION_DATA_HELP)
 @click.option("--method", type=click.Choice(list(METHODS)), default=field_default(QuantizeConfig, "method"),
               show_default=True)
@@ -61,14 +63,20 @@ def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_s
 @click.option("--trt-cache", type=FILE, default=None,
               help="Also write a TensorRT (<= 10) calibration cache from the same statistics.")
 @click.option("--fp16", is_flag=True, help="Write an FP16 ONNX (float32 inputs/outputs) instead; needs no --data.")
-def quantize(onnx_path, data, method, per_channel, exclude, samples, target, quantize_head, out, trt_cache, fp16):
-    """INT8 post-training calibration on the CPU -> explicit Q/DQ ONNX (+ TensorRT cache)."""
+def quantize(onnx_path, data, method, per_channel, exclude, samples, target, quantize_head,
+             out, trt_cache, fp16, **reading):
+    """INT8 post-training calibration on the CPU -> explicit Q/DQ ONNX (+ TensorRT cache).
+
+    The head's output layers and the decode / TopK / NMS tail after them stay float, for
+    every output layout; the model's metadata (class names, size, layout hints) is kept.
+    """
+    reading = read_options(**reading)
     if fp16:
         if trt_cache or per_channel or exclude or quantize_head:
             raise UsageError("--fp16 takes no calibration options")
         from generator.compress.quantize import convert_fp16
 
-        click.echo(f"wrote {convert_fp16(onnx_path, out)}")
+        click.echo(f"wrote {convert_fp16(onnx_path, out, read_options=reading)}")
         return
     if data is None:
         raise UsageError("--data is required for INT8 calibration (or pass --fp16)")
@@ -76,7 +84,7 @@ def quantize(onnx_path, data, method, per_channel, exclude, samples, target, qua
 
     cfg = QuantizeConfig.for_target(target, per_channel=per_channel, method=method, exclude=exclude,
                                     keep_head_float=not quantize_head, trt_cache=trt_cache)
-    report = quantize_from_images(onnx_path, out, data, samples, cfg, command=invoked_command())
+    report = quantize_from_images(onnx_path, out, data, samples, cfg, command=invoked_command(), read_options=reading)
     click.echo(report.summary())
 
 

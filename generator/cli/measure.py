@@ -14,6 +14,7 @@ from typing import Callable, List
 import click
 
 from generator.cli.common import PROTOCOLS, echo_unless, field_default, json_option, print_json, protocol_option
+from generator.cli.onnx_options import onnx_reading_options, read_options, reading_option_list
 from generator.errors import UsageError
 from generator.evaluation.thresholds import Thresholds
 
@@ -25,7 +26,8 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--data", required=True, help="data YAML, dataset folder, or COCO JSON.")
 @click.option("--split", default="val", show_default=True)
 @click.option("--model", "checkpoint", type=FILE, default=None, help="Checkpoint.")
-@click.option("--onnx", "onnx_path", type=FILE, default=None, help="ONNX model.")
+@click.option("--onnx", "onnx_path", type=FILE, default=None, help="ONNX model (any supported output layout).")
+@onnx_reading_options()
 @click.option("--url", default=None, help="host:port of a served ensemble.")
 @protocol_option()
 @click.option("--ensemble", default="detector_ensemble", show_default=True, help="Ensemble name, with --url.")
@@ -36,14 +38,14 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--max-detections", type=int, default=field_default(Thresholds, "max_detections"), show_default=True,
               help="Offline only.")
 @json_option()
-def evaluate(data, split, checkpoint, onnx_path, url, protocol, ensemble, score_threshold, iou_threshold,
-             max_detections, as_json) -> None:
+def evaluate(data, split, checkpoint, onnx_path, url, protocol, ensemble, score_threshold,
+             iou_threshold, max_detections, as_json, **reading) -> None:
     """COCO mAP@0.5:0.95 and mAP@0.5 of a checkpoint, an ONNX file, or a served endpoint."""
     from generator.evaluation.run import run_eval
 
     result = run_eval(Path(data), split, checkpoint=checkpoint, onnx=onnx_path, url=url, protocol=protocol,
                       ensemble=ensemble, thresholds=Thresholds(score_threshold, iou_threshold, max_detections),
-                      progress=not as_json)
+                      progress=not as_json, read_options=read_options(**reading))
     if as_json:
         print_json(result.to_json())
         return
@@ -67,6 +69,7 @@ def _variants_options(hidden: bool = False) -> List[Callable]:
     return [
         click.option("--data", default=None, hidden=hidden, help="Dataset for mAP (data YAML, folder, or COCO JSON)."),
         click.option("--split", default="val", show_default=True, hidden=hidden),
+        *reading_option_list(hidden),
     ]
 
 
@@ -99,7 +102,7 @@ VARIANTS_HELP = "NAME=PATH pairs, comma-separated (checkpoints .pt, ONNX files, 
 @click.command("variants")
 @click.argument("variants", metavar="NAME=PATH[,NAME=PATH...]")
 @_apply(_variants_options() + _report_options("report.json and report.png"))
-def bench_variants(variants, data, split, out, as_json) -> None:
+def bench_variants(variants, data, split, out, as_json, **reading) -> None:
     """Offline: VARIANTS side by side, one row per runtime (params, GFLOPs, latency, mAP).
 
     VARIANTS: NAME=PATH pairs, comma-separated (checkpoints .pt, ONNX files, TensorRT plans .plan/.engine).
@@ -109,7 +112,8 @@ def bench_variants(variants, data, split, out, as_json) -> None:
     from generator.bench import run_variants
     from generator.report import format_table, write_report
 
-    rows = run_variants(variants, Path(data), split, echo=echo_unless(as_json))
+    rows = run_variants(variants, Path(data), split, echo=echo_unless(as_json),
+                        read_options=read_options(**reading))
     if out is not None:
         write_report(rows, out)
     if as_json:

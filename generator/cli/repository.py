@@ -11,6 +11,7 @@ import click
 from generator.cli.common import field_default, json_option, print_json, protocol_option
 from generator.export.tensorrt.options import PRECISIONS
 from generator.repository.options import RepositoryOptions
+from generator.cli.onnx_options import onnx_reading_options, read_options
 from generator.repository.targets.tensorrt import NMS_MODES
 
 FOLDER = click.Path(file_okay=False, path_type=Path)
@@ -51,9 +52,10 @@ def _default(name: str):
 @click.option("--calib-cache", type=FILE, default=None,
               help="gpu/jetson int8 without Q/DQ: TensorRT calibration cache (tritonforge quantize --trt-cache).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@onnx_reading_options()
 def generate(onnx_path, target, out, name, max_batch, instances, preprocess_instances, queue_delay_us,
              no_dynamic_batching, score_threshold, iou_threshold, max_detections, labels, max_image_pixels, plan,
-             precision, nms, opt_batch, workspace_mib, dla_core, calib_cache, force) -> None:
+             precision, nms, opt_batch, workspace_mib, dla_core, calib_cache, force, **reading) -> None:
     """Write a Triton model repository (preprocess -> detector -> postprocess, ensemble)."""
     from generator.repository.generate import generate as run, read_labels
     from generator.repository.targets import options_for
@@ -65,15 +67,18 @@ def generate(onnx_path, target, out, name, max_batch, instances, preprocess_inst
         max_detections=max_detections, labels=read_labels(labels), max_image_pixels=max_image_pixels, plan=plan,
         precision=precision, nms=nms, opt_batch=opt_batch, workspace_mib=workspace_mib, dla_core=dla_core,
         calib_cache=calib_cache)
-    _report_repository(run(onnx_path, target, out, opts, force=force))
+    _report_repository(run(onnx_path, target, out, opts, force=force, reading=read_options(**reading)))
 
 
 def _report_repository(repo) -> None:
     sig = repo.signature
+    outputs = ", ".join(f"{o.name} [N,{','.join('?' if d < 0 else str(d) for d in o.dims)}]" for o in sig.outputs)
+    classes = "" if sig.num_classes is None else f", {sig.num_classes} classes"
     click.echo(f"wrote {repo.path} ({repo.target}): {', '.join(repo.models)}")
-    click.echo(f"detector {sig.input_name} [N,3,{sig.height},{sig.width}] -> {sig.output_name} "
-               f"[N,{4 + sig.num_classes},{sig.num_anchors}], {sig.num_classes} classes; "
-               f"send images to {repo.ensemble}")
+    click.echo(f"detector {sig.input_name} [N,3,{sig.height},{sig.width}] ({sig.input_format.describe()}) -> "
+               f"{outputs}, layout {sig.layout}{classes}; send images to {repo.ensemble}")
+    if repo.batch_note:
+        click.echo(f"batch axis: {repo.batch_note}")
     for step in repo.next_steps:
         click.echo(f"next: {step}")
 

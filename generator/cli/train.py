@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from generator.cli.common import echo_unless, field_default, print_json
+from generator.cli.onnx_options import imgsz_option, layout_option, scores_option
 from generator.compress.config import DistillConfig, KDWeights, PruneConfig
 from generator.compress.prune.importance import importance_names
 from generator.training.trainer import TrainConfig
@@ -64,13 +65,17 @@ def train(out: Path, **options) -> None:
 
 
 @click.command()
-@click.option("--teacher", type=CHECKPOINT, required=True, help="Teacher checkpoint.")
+@click.option("--teacher", type=CHECKPOINT, required=True,
+              help="Teacher: a checkpoint, or a detector ONNX in any supported output layout (e.g. an Ultralytics "
+                   "export), run by ONNX Runtime.")
 @click.option("--student", required=True, help="Student family name or checkpoint.")
 @click.option("--data", required=True, help="data YAML, dataset folder, or COCO JSON.")
 @click.option("--unlabelled", "--unlabeled", "unlabelled", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Extra images without labels (teacher targets only).")
 @click.option("--epochs", type=int, default=_distill_default("epochs"), show_default=True)
-@click.option("--imgsz", type=int, default=None, help="Default: the teacher's.")
+@imgsz_option(help="Default: the teacher's. For an ONNX teacher with dynamic height/width: its size H,W.")
+@layout_option()
+@scores_option()
 @click.option("--batch", type=int, default=_distill_default("batch"), show_default=True)
 @click.option("--lr", type=float, default=_distill_default("lr"), show_default=True)
 @click.option("--kd-obj", type=float, default=_kd_default("obj"), show_default=True, help="Objectness term weight.")
@@ -79,11 +84,12 @@ def train(out: Path, **options) -> None:
 @click.option("--kd-box", type=float, default=_kd_default("box"), show_default=True,
               help="Objectness-scaled box (DFL KL) term weight.")
 @click.option("--kd-feat", type=float, default=_kd_default("feat"), show_default=True,
-              help="Neck feature imitation weight (0: off).")
+              help="Neck feature imitation weight (0: off; PyTorch teachers only).")
 @click.option("--seed", type=int, default=_distill_default("seed"), show_default=True)
 @click.option("--out", type=CHECKPOINT, required=True, help="Student checkpoint.")
 def distill(kd_obj, kd_cls, kd_box, kd_feat, **options):
-    """Teacher -> student knowledge distillation (objectness-scaled, with feature imitation)."""
+    """Teacher -> student knowledge distillation (objectness-scaled, with feature imitation; an ONNX
+    teacher teaches through its detections)."""
     from generator.compress.distill import run_distill
 
     weights = KDWeights(obj=kd_obj, cls=kd_cls, box=kd_box, feat=kd_feat)

@@ -1,5 +1,6 @@
 """Calibration images for post-training quantization, preprocessed exactly as the server
-does (``runtime.imaging.preprocess_bytes``: decode, letterbox, 0..1 CHW float32)."""
+does (``runtime.imaging.preprocess_bytes``: decode, letterbox, CHW float32 in the model's
+input format: 0..1 RGB by default)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,17 @@ def calibration_paths(source: Path, count: int, min_images: int = MIN_IMAGES,
     return [paths[i] for i in picks]
 
 
+def dataset_names(source: Path) -> Optional[List[str]]:
+    """The class names when ``source`` is a dataset (they name a model's classes where its
+    outputs and metadata do not), else None (a plain folder of images)."""
+    source = Path(source)
+    if not source.exists() or not _is_dataset(source):
+        return None
+    from generator.data.dataset import load_dataset
+
+    return list(load_dataset(source, "train").names)
+
+
 def _is_dataset(source: Path) -> bool:
     if source.is_file():
         return source.suffix.lower() in DATASET_SUFFIXES
@@ -62,8 +74,11 @@ def _is_dataset(source: Path) -> bool:
 
 
 def calibration_images(source: Path, height: int, width: int, count: int,
-                       min_images: int = MIN_IMAGES, num_classes: Optional[int] = None) -> np.ndarray:
-    """``[N, 3, height, width]`` float32 in 0..1, letterboxed like the serving preprocess.
+                       min_images: int = MIN_IMAGES, num_classes: Optional[int] = None,
+                       input_format=None) -> np.ndarray:
+    """``[N, 3, height, width]`` float32, letterboxed like the serving preprocess: 0..1 RGB,
+    or the model's ``input_format`` (an ``export.signature.InputFormat``: scale, channel
+    order, mean / std), applied by the same code as the server's.
 
     N = min(count, images available). Raises UsageError when ``source`` is missing, has
     fewer than ``min_images`` images, or one of the chosen files cannot be decoded.
@@ -74,7 +89,7 @@ def calibration_images(source: Path, height: int, width: int, count: int,
     batch = np.empty((len(paths), 3, height, width), dtype=np.float32)
     for i, path in enumerate(paths):
         try:
-            batch[i] = preprocess_bytes(path.read_bytes(), height, width)[0]
+            batch[i] = preprocess_bytes(path.read_bytes(), height, width, None, input_format)[0]
         except ImageError as exc:
             raise UsageError(f"{path}: cannot decode as an image for calibration ({exc})") from exc
         except OSError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 from generator.compress.prune.importance import check_importance
 from generator.errors import UsageError
@@ -103,30 +103,52 @@ class KDWeights:
     nms_kernel: int = 3
 
 
+ONNX_SUFFIX = ".onnx"
+
+
 @dataclass
 class DistillConfig:
     """``tritonforge distill``: train ``student`` (family name or checkpoint) on ``data``
-    with knowledge distillation from the ``teacher`` checkpoint; ``imgsz`` defaults to the
-    teacher's; ``unlabelled``: extra images seen with teacher targets only."""
+    with knowledge distillation from ``teacher``: a checkpoint, or a detector ONNX in any
+    supported output layout (run by ONNX Runtime). ``imgsz`` defaults to the teacher's; for
+    an ONNX teacher it may be ``(height, width)`` and only fixes a dynamic input size, and
+    ``layout`` / ``scores`` say what its outputs do not. ``unlabelled``: extra images seen
+    with teacher targets only."""
 
     teacher: Path
     student: str
     data: str
     out: Path
     epochs: int = 30
-    imgsz: Optional[int] = None
+    imgsz: Optional[Union[int, Tuple[int, int]]] = None
     batch: int = 8
     lr: float = 0.01
     weights: KDWeights = KDWeights()
     unlabelled: Optional[Path] = None
     seed: int = 0
+    layout: Optional[str] = None
+    scores: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1:
             raise UsageError("--epochs and --batch must be >= 1")
-        if self.imgsz is not None and self.imgsz % 32:
-            raise UsageError(f"--imgsz must be a multiple of 32, got {self.imgsz}")
         self.teacher, self.out = Path(self.teacher), Path(self.out)
+        if self.imgsz is None:
+            return
+        sizes = (self.imgsz, self.imgsz) if isinstance(self.imgsz, int) else tuple(int(v) for v in self.imgsz)
+        if not self.onnx_teacher and any(v % 32 for v in sizes):
+            raise UsageError(f"--imgsz must be a multiple of 32, got {self.imgsz}")
+        self.imgsz = sizes[0] if sizes[0] == sizes[1] else sizes
+
+    @property
+    def onnx_teacher(self) -> bool:
+        return self.teacher.suffix.lower() == ONNX_SUFFIX
+
+    def read_options(self) -> dict:
+        """``read_signature`` keywords for an ONNX teacher (only what was given)."""
+        size = (self.imgsz, self.imgsz) if isinstance(self.imgsz, int) else self.imgsz
+        given = {"layout": self.layout, "imgsz": size, "scores": self.scores}
+        return {key: value for key, value in given.items() if value is not None}
 
 
 @dataclass

@@ -17,6 +17,9 @@ Adaptation to an anchor-free head without an objectness output: the teacher's
   neighbouring cells and anchors), so a cluster of duplicate teacher predictions does
   not dominate the loss;
 - feature imitation: MSE between ``adapter(student neck level)`` and the teacher's.
+
+A teacher given as an ONNX file (any supported output layout, an Ultralytics export for
+instance) teaches through its detections instead: ``compress.distill_onnx``.
 """
 
 from __future__ import annotations
@@ -142,9 +145,13 @@ class WithUnlabelled:
 
 def run_distill(cfg: DistillConfig, *, echo=print, progress: bool = True):
     """Train ``cfg.student`` (family name or checkpoint) on ``cfg.data`` with KD from
-    ``cfg.teacher``; returns the trainer's ``TrainResult``."""
+    ``cfg.teacher`` (a checkpoint, or a detector ONNX); returns the trainer's ``TrainResult``."""
     from generator.training.trainer import TrainConfig, train
 
+    if cfg.onnx_teacher:
+        return _run_onnx_distill(cfg, echo, progress)
+    if cfg.layout or cfg.scores or isinstance(cfg.imgsz, tuple):
+        raise UsageError("--layout, --scores and a non-square --imgsz H,W apply to an ONNX teacher only")
     teacher, det, names = _load_pair(cfg)
     size = cfg.imgsz or teacher.imgsz
     kd = ObjectnessScaledKD(teacher.model, det.model, size, cfg.weights)
@@ -154,6 +161,47 @@ def run_distill(cfg: DistillConfig, *, echo=print, progress: bool = True):
     info = {"distilled_from": str(cfg.teacher), "kd_weights": {k: float(v) for k, v in vars(cfg.weights).items()}}
     return train(train_cfg, echo=echo, progress=progress, detector=det, extra_loss=loss,
                  extra_modules=[kd.adapters], checkpoint_extra=info)
+
+
+def _run_onnx_distill(cfg: DistillConfig, echo, progress: bool):
+    """KD from a detector ONNX run by ONNX Runtime, at the teacher's input size."""
+    from generator.compress.distill_onnx import OnnxTeacherKD
+    from generator.compress.onnx_teacher import OnnxTeacher, check_teacher_classes
+    from generator.data.dataset import load_dataset
+    from generator.training.trainer import TrainConfig, train
+
+    names = load_dataset(Path(cfg.data), "train").names
+    teacher = OnnxTeacher(cfg.teacher, cfg.read_options(), names=names)
+    asked = cfg.read_options().get("imgsz")
+    if asked and tuple(asked) != (teacher.height, teacher.width):
+        raise UsageError(f"--imgsz {asked[0]},{asked[1]}: the ONNX teacher {cfg.teacher} runs at its input size "
+                         f"{teacher.height},{teacher.width}; the student trains at the teacher's size")
+    check_teacher_classes(teacher, names)
+    weights = cfg.weights
+    if weights.feat > 0:
+        echo("--kd-feat set to 0: feature imitation needs a PyTorch teacher (an ONNX teacher's features are not "
+             "among its outputs); distilling its outputs only")
+        weights = KDWeights(obj=weights.obj, cls=weights.cls, box=weights.box, feat=0.0, nms_kernel=weights.nms_kernel)
+    size = teacher.student_size()
+    det = _student(cfg, names, size)
+    kd = OnnxTeacherKD(teacher, det.model, weights)
+    loss = WithUnlabelled(kd, _unlabelled_loader(cfg, names, size)) if cfg.unlabelled else kd
+    echo(f"teacher {cfg.teacher}: layout {teacher.sig.layout}, input {teacher.height}x{teacher.width}, "
+         f"{teacher.num_classes} classes (ONNX Runtime); student trains at {size}x{size}")
+    train_cfg = TrainConfig(data=cfg.data, model=cfg.student, out=str(cfg.out), imgsz=size, epochs=cfg.epochs,
+                            batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
+    info = {"distilled_from": str(cfg.teacher), "teacher_layout": teacher.sig.layout,
+            "kd_weights": {k: float(v) for k, v in vars(weights).items()}}
+    return train(train_cfg, echo=echo, progress=progress, detector=det, extra_loss=loss, checkpoint_extra=info)
+
+
+def _student(cfg: DistillConfig, names, size: int):
+    """The student: a checkpoint, or a family name built at ``size``."""
+    from generator.models.checkpoint import build_detector, load_checkpoint
+
+    if cfg.student.endswith((".pt", ".pth")):
+        return load_checkpoint(Path(cfg.student))
+    return build_detector(cfg.student, len(names), size, list(names), seed=cfg.seed)
 
 
 def _load_pair(cfg: DistillConfig):

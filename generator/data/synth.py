@@ -223,8 +223,11 @@ def _write_one(root: Path, split: str, stem: str, r: Rendered) -> None:
 
 
 def _write_yaml(root: Path, classes: int) -> None:
+    """``data.yaml`` without a ``path`` key: splits are relative to the YAML's folder for our
+    reader and for Ultralytics alike (Ultralytics resolves a relative ``path`` against the
+    working directory or its datasets folder, never against the YAML)."""
     yaml = require("yaml", "to write the data YAML")
-    cfg = {"path": ".", "train": "images/train", "val": "images/val", "nc": classes,
+    cfg = {"train": "images/train", "val": "images/val", "nc": classes,
            "names": CLASS_NAMES[:classes]}
     (root / "data.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
 

@@ -11,6 +11,15 @@ Conventions followed (and where they differ, why):
   ``/images/`` replaced, Ultralytics' rule). A missing label file = no objects.
 * Label lines are exactly ``class cx cy w h`` (normalized). Segment polygons are
   refused rather than silently converted.
+* Text files (labels, ``.txt`` lists) are UTF-8 with or without a byte-order mark, and
+  exact duplicate label lines count once, as in Ultralytics.
+
+Checked against Ultralytics 8.4 (``tests/interop``); deliberate differences: ``path``
+and bare relative ``.txt`` lines resolve against the YAML's / list's folder (Ultralytics:
+the working directory, then its datasets folder; ``./`` lines agree); a box whose corners
+leave the image by more than ``COORD_TOLERANCE`` is refused (Ultralytics bounds only the
+``cx cy w h`` values, to 1.01, and clips); polygon labels are refused (Ultralytics takes
+their bounding box).
 """
 
 from __future__ import annotations
@@ -149,7 +158,7 @@ def split_images(cfg: dict, split: str, root: Path, path: Path) -> List[Path]:
 def _read_image_list(txt: Path) -> List[Path]:
     """A ``.txt`` split: one image path per line, relative lines relative to the list's folder."""
     try:
-        lines = txt.read_text(encoding="utf-8").splitlines()
+        lines = txt.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{txt}: cannot read image list: {exc}") from exc
     images = []
@@ -194,10 +203,11 @@ def read_label_file(label: Path, shown: str, nc: int) -> Tuple[np.ndarray, np.nd
     if not label.exists():
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
     try:
-        text = label.read_text(encoding="utf-8")
+        text = label.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{shown}: cannot read label file: {exc}") from exc
     rows = [parse_label_line(line, f"{shown}:{n}", nc) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    rows = list(dict.fromkeys(rows))  # exact duplicates once (Ultralytics' rule), first-seen order kept
     if not rows:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
     classes = np.array([r[0] for r in rows], dtype=np.int64)

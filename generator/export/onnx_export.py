@@ -13,7 +13,7 @@ import numpy as np
 from generator._lazy import require
 from generator.atomic import atomic_path
 from generator.errors import TritonForgeError, UsageError
-from generator.export.signature import META_FAMILY, META_IMGSZ, META_NAMES
+from generator.export.signature import META_FAMILY, META_IMGSZ, META_NAMES, triton_dtype
 from generator.models.checkpoint import Detector
 from generator.models.contract import INPUT_NAME, OUTPUT_NAME
 from generator.reproducer import write_reproducer
@@ -125,7 +125,8 @@ def _compare(model, path: Path, x, layout: str = DEFAULT_LAYOUT) -> float:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     try:
-        get_layout(layout).check_outputs([(o.name, a.shape) for o, a in zip(sess.get_outputs(), outputs)])
+        get_layout(layout).check_outputs([(o.name, a.shape, triton_dtype(a.dtype))
+                                          for o, a in zip(sess.get_outputs(), outputs)])
     except LayoutMismatch as exc:
         raise TritonForgeError(f"export check failed: {exc}") from None
     got = outputs[0]

@@ -23,10 +23,7 @@ from generator.runtime.letterbox import TRANSFORM_SIZE
 
 FileSource = Union[Path, bytes]
 
-# the plan's NMS outputs -> the postprocess stage's inputs
-ENGINE_NMS_INPUTS = {"num_detections": "NUM", "detection_boxes": "BOXES", "detection_scores": "SCORES",
-                     "detection_classes": "CLASSES"}
-PREPROCESS_COMMENT = "decode, letterbox (pad 114), RGB, /255, CHW; TRANSFORM = scale, pad_x, pad_y, w, h"
+PREPROCESS_COMMENT = "decode, letterbox (pad 114), {format}, CHW; TRANSFORM = scale, pad_x, pad_y, w, h"
 
 
 @dataclass
@@ -55,44 +52,47 @@ def runtime_stage_files(entry: str) -> Dict[str, FileSource]:
 
 
 def detector_tensors(sig: DetectorSignature) -> Tuple[List[Tensor], List[Tensor]]:
-    """The detector's own input and raw output, as read from the ONNX."""
+    """The detector's own input and every raw output (graph order, their own data types)."""
     return ([Tensor(sig.input_name, f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width))],
-            [Tensor(sig.output_name, f"TYPE_{sig.output_dtype}", sig.output_dims)])
+            [Tensor(o.name, f"TYPE_{o.dtype}", tuple(o.dims)) for o in sig.outputs])
+
+
+def raw_names(count: int) -> List[str]:
+    """The postprocess stage's names for the detector's outputs: ``RAW``, or ``RAW_0``, ``RAW_1``, ..."""
+    return ["RAW"] if count == 1 else [f"RAW_{i}" for i in range(count)]
 
 
 def preprocess_model(sig: DetectorSignature, opts: RepositoryOptions, entry: str = "preprocess.py",
                      parameters: Optional[Dict[str, str]] = None, instance_kind: str = "KIND_CPU",
-                     comment: str = PREPROCESS_COMMENT) -> ModelDir:
+                     comment: Optional[str] = None) -> ModelDir:
     """The preprocess stage; the ``entry`` module and extra ``parameters`` vary by target."""
     stage = PythonStage(
         name=f"{opts.name}_preprocess", max_batch_size=opts.max_batch_size,
         inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))],
         outputs=[Tensor("PREPROCESSED", f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width)), transform_tensor()],
         parameters={"height": str(sig.height), "width": str(sig.width), "dtype": sig.input_dtype,
-                    "max_pixels": str(opts.max_image_pixels), **(parameters or {})},
-        comment=comment, instance_count=opts.preprocess_instances, instance_kind=instance_kind,
-        dynamic_batching=batching(opts),
+                    "max_pixels": str(opts.max_image_pixels), **sig.input_format.parameters(), **(parameters or {})},
+        comment=comment or PREPROCESS_COMMENT.format(format=sig.input_format.describe()),
+        instance_count=opts.preprocess_instances, instance_kind=instance_kind, dynamic_batching=batching(opts),
     )
     return ModelDir(stage, runtime_stage_files(entry))
 
 
-def postprocess_model(sig: DetectorSignature, opts: RepositoryOptions, engine_nms: bool = False) -> ModelDir:
-    """Decode + NMS of the raw output, or (``engine_nms``) only the mapping back of the
-    plan's own detections; labels.txt beside the config."""
-    d = opts.max_detections
+def postprocess_model(sig: DetectorSignature, opts: RepositoryOptions) -> ModelDir:
+    """Decode of the raw outputs with the signature's layout (+ class-aware NMS where the model
+    has none), boxes mapped back to original pixels; labels.txt beside the config."""
+    from generator.runtime.layouts import get_layout
+
+    layout = get_layout(sig.layout)
     parameters = {"score_threshold": repr(opts.score_threshold), "iou_threshold": repr(opts.iou_threshold),
-                  "max_detections": str(d)}
-    if engine_nms:  # the plan's outputs under the stage's own input names (its outputs are num_detections, ...)
-        inputs = [Tensor(ENGINE_NMS_INPUTS[t.name], t.data_type, t.dims) for t in engine_nms_outputs(d)]
-        parameters["nms"] = "engine"
-        comment = "detections from the plan's NMS mapped back to original pixels"
-    else:
-        inputs = [Tensor("RAW", f"TYPE_{sig.output_dtype}", sig.output_dims)]
-        parameters["layout"] = sig.layout  # the decoder the postprocess runs (generator.runtime.layouts)
-        comment = "decode + class-aware NMS over the whole batch; boxes in original pixels"
+                  "max_detections": str(opts.max_detections), "layout": sig.layout,
+                  "input_height": str(sig.height), "input_width": str(sig.width), "scores": sig.scores}
+    inputs = [Tensor(raw, f"TYPE_{o.dtype}", tuple(o.dims)) for raw, o in zip(raw_names(len(sig.outputs)), sig.outputs)]
+    comment = (f"decode ({sig.layout})" + (" + class-aware NMS" if layout.needs_nms else " without NMS (none needed)")
+               + " over the whole batch; boxes in original pixels")
     stage = PythonStage(
         name=f"{opts.name}_postprocess", max_batch_size=opts.max_batch_size, inputs=inputs + [transform_tensor()],
-        outputs=detection_outputs(d), parameters=parameters, comment=comment,
+        outputs=detection_outputs(opts.max_detections), parameters=parameters, comment=comment,
         instance_count=1, dynamic_batching=batching(opts),
     )
     files = runtime_stage_files("postprocess.py")
@@ -106,31 +106,22 @@ def detection_outputs(max_detections: int) -> List[Tensor]:
             Tensor("scores", "TYPE_FP32", (max_detections,)), Tensor("classes", "TYPE_INT32", (max_detections,))]
 
 
-def engine_nms_outputs(max_detections: int) -> List[Tensor]:
-    """Outputs of a plan built with ``tritonforge build --nms`` (TensorRT's EfficientNMS):
-    boxes x1, y1, x2, y2 in network-input pixels."""
-    return [Tensor("num_detections", "TYPE_INT32", (1,)), Tensor("detection_boxes", "TYPE_FP32", (max_detections, 4)),
-            Tensor("detection_scores", "TYPE_FP32", (max_detections,)),
-            Tensor("detection_classes", "TYPE_INT32", (max_detections,))]
-
-
 def class_names(sig: DetectorSignature, opts: RepositoryOptions) -> List[str]:
-    """``--labels`` if given, else the names in the ONNX; their count must match the model's."""
+    """``--labels`` if given, else the names in the ONNX; their count must match the model's
+    (where its outputs tell it)."""
     names = opts.labels if opts.labels is not None else list(sig.names)
-    if len(names) != sig.num_classes:
+    if sig.num_classes is not None and len(names) != sig.num_classes:
         raise UsageError(f"--labels lists {len(names)} names but the model has {sig.num_classes} classes")
     return names
 
 
-def ensemble_model(sig: DetectorSignature, opts: RepositoryOptions, engine_nms: bool = False) -> ModelDir:
-    """The ensemble clients call: preprocess -> detector -> postprocess."""
+def ensemble_model(sig: DetectorSignature, opts: RepositoryOptions) -> ModelDir:
+    """The ensemble clients call: preprocess -> detector -> postprocess; the detector's outputs
+    travel as ``raw`` (``raw_0``, ``raw_1``, ... when several) to the postprocess inputs."""
     n = opts.name
     outputs = detection_outputs(opts.max_detections)
-    if engine_nms:  # the plan's NMS outputs, renamed inside the ensemble so they don't clash with its outputs
-        detector_out = {name: f"engine_{name}" for name in ENGINE_NMS_INPUTS}
-        post_in = {stage_input: f"engine_{name}" for name, stage_input in ENGINE_NMS_INPUTS.items()}
-    else:
-        detector_out, post_in = {sig.output_name: "raw"}, {"RAW": "raw"}
+    posts = raw_names(len(sig.outputs))
+    wires = [name.lower() for name in posts]  # ensemble tensors, never clashing with its outputs
     stage = EnsembleStage(
         name=f"{n}_ensemble", max_batch_size=opts.max_batch_size,
         inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))], outputs=outputs,
@@ -139,8 +130,9 @@ def ensemble_model(sig: DetectorSignature, opts: RepositoryOptions, engine_nms: 
         comment="encoded images in ([N, 1] BYTES), padded detections out",
         steps=[
             EnsembleStep(f"{n}_preprocess", {"IMAGE": "IMAGE"}, {"PREPROCESSED": "preprocessed", "TRANSFORM": "transform"}),
-            EnsembleStep(n, {sig.input_name: "preprocessed"}, detector_out),
-            EnsembleStep(f"{n}_postprocess", {**post_in, "TRANSFORM": "transform"}, {t.name: t.name for t in outputs}),
+            EnsembleStep(n, {sig.input_name: "preprocessed"}, {o.name: w for o, w in zip(sig.outputs, wires)}),
+            EnsembleStep(f"{n}_postprocess", {**dict(zip(posts, wires)), "TRANSFORM": "transform"},
+                         {t.name: t.name for t in outputs}),
         ],
     )
     return ModelDir(stage, {"1/.keep": b""})

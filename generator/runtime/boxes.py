@@ -2,10 +2,11 @@
 
 The detector's outputs are decoded by their output layout (``layouts/``, vectorized
 over the batch: the anchor-free decode reads the big ``[B, 4 + C, A]`` tensor once).
-NMS then runs on each image's few candidates with OpenCV's class-aware
-``cv2.dnn.NMSBoxesBatched`` (C++), or with an exact greedy pass vectorized over the
-batch (numpy) where OpenCV is missing; both keep the same detections
-(tests/unit/test_boxes.py). Measured in benchmarks/nms.py.
+Where the model has no NMS of its own (the layout's ``needs_nms``), NMS then runs on
+each image's few candidates with OpenCV's class-aware ``cv2.dnn.NMSBoxesBatched`` (C++),
+or with an exact greedy pass vectorized over the batch (numpy) where OpenCV is missing;
+both keep the same detections (tests/unit/test_boxes.py). Measured in benchmarks/nms.py.
+Layouts that end in NMS or are NMS-free only keep their best ``max_detections``.
 
 Output is fixed-size and padded, like TensorRT's EfficientNMS: ``num [B]``,
 ``boxes [B, D, 4]`` (x1, y1, x2, y2 in original image pixels), ``scores [B, D]``,
@@ -99,8 +100,10 @@ def postprocess(outputs: Union[np.ndarray, Sequence[np.ndarray]], transforms: np
     """Decode + NMS + map boxes back to original pixels, for a whole batch.
 
     ``outputs`` is the detector's output (one array) or all its outputs in graph order;
-    ``layout`` (a name or a :class:`layouts.Layout`) says how they decode. NMS runs only
-    when the layout has not done it already.
+    ``layout`` (a name, or a configured :class:`layouts.Layout` from ``get_layout(name,
+    height=..., width=..., scores=...)``) says how they decode. NMS runs only when the
+    layout asks for it (``needs_nms``); otherwise the model already keeps one box per
+    object and the best ``max_detections`` valid candidates (decoded best first) are kept.
     """
     decoder = layout if isinstance(layout, Layout) else get_layout(layout)
     arrays = [outputs] if isinstance(outputs, np.ndarray) else list(outputs)

@@ -14,6 +14,9 @@ Parameters (config ``parameters``, with defaults):
   - ``onnx_file`` = "model.onnx": the model file, in the version folder
   - ``intra_op_threads`` = "0": CPU threads of the runtime (0: its default, one per core)
   - ``runtime`` = "onnxruntime": the runner that executes the model
+  - ``fixed_batch`` = "0": the batch size the graph was exported with when it is fixed and
+    could not be made dynamic; batches are then run in chunks of it, the last one padded
+    (0: the batch axis is dynamic)
 """
 
 import os
@@ -32,10 +35,11 @@ PARAMETERS: Dict[str, Optional[str]] = {
     "onnx_file": "model.onnx",
     "intra_op_threads": "0",
     "runtime": "onnxruntime",
+    "fixed_batch": "0",
 }
 
 # config data types the runner's float32 outputs are cast back to (FP16 detectors)
-_NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
+_NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64}
 
 
 class TritonPythonModel:
@@ -44,6 +48,8 @@ class TritonPythonModel:
         config = stage_utils.model_config(args)
         path = os.path.join(args["model_repository"], args["model_version"], params["onnx_file"])
         self.runner = runners.open_runner(params["runtime"], path, threads=int(params["intra_op_threads"]))
+        if int(params["fixed_batch"]) > 0:
+            self.runner = runners.FixedBatch(self.runner, int(params["fixed_batch"]))
         self.input_name = config["input"][0]["name"]
         self.outputs = [(o["name"], _NUMPY_TYPES.get(o.get("data_type"), np.float32)) for o in config["output"]]
         if len(self.outputs) != len(self.runner.output_names):

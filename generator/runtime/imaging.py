@@ -7,7 +7,7 @@ claims 20000x20000 is refused before any pixel memory is allocated.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -99,10 +99,89 @@ def letterbox(img: np.ndarray, out_h: int, out_w: int) -> Tuple[np.ndarray, np.n
     return chw, transform
 
 
-def preprocess_bytes(data: bytes, out_h: int, out_w: int,
-                     max_pixels: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Encoded bytes -> model input and letterbox transform (the preprocess stage's work)."""
-    return letterbox(decode_image(data, max_pixels), out_h, out_w)
+def preprocess_bytes(data: bytes, out_h: int, out_w: int, max_pixels: Optional[int] = None,
+                     input_format=None) -> Tuple[np.ndarray, np.ndarray]:
+    """Encoded bytes -> model input and letterbox transform (the preprocess stage's work).
+
+    ``input_format`` (anything with ``scale``, ``channel_order``, ``mean``, ``std``, e.g.
+    :class:`PixelFormat` or the signature's ``InputFormat``; None: the default) says what
+    the network expects; the default (RGB, /255, no mean/std) takes the same path as
+    before, so its results stay bit-identical.
+    """
+    fmt = pixel_format(input_format)
+    if fmt == DEFAULT_FORMAT:
+        return letterbox(decode_image(data, max_pixels), out_h, out_w)
+    canvas, transform = letterbox_hwc(decode_image(data, max_pixels), out_h, out_w)
+    return apply_format(canvas, fmt), transform
+
+
+# ---------------------------------------------------------------- input format
+
+
+class PixelFormat(NamedTuple):
+    """What the network input is made of: ``((pixel RGB-or-BGR uint8) * scale - mean) / std``
+    per channel, ``mean``/``std`` in the network's channel order and in units of pixel * scale."""
+
+    scale: float = 1.0 / 255.0
+    channel_order: str = "RGB"
+    mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+DEFAULT_FORMAT = PixelFormat()
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+def pixel_format(fmt=None) -> PixelFormat:
+    """``fmt`` (any object with the four fields, or None for the default) as a checked
+    :class:`PixelFormat`; ValueError naming the field and what is allowed."""
+    if fmt is None:
+        return DEFAULT_FORMAT
+    order = str(fmt.channel_order).upper()
+    if order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, got {fmt.channel_order!r}")
+    mean, std = _triple(fmt.mean, "mean"), _triple(fmt.std, "std")
+    if any(s == 0 for s in std):
+        raise ValueError(f"std must not hold 0, got {list(std)}")
+    scale = float(fmt.scale)
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {fmt.scale!r}")
+    return PixelFormat(scale, order, mean, std)
+
+
+def parse_pixel_format(scale: str, channel_order: str, mean: str, std: str) -> PixelFormat:
+    """The preprocess stages' config parameters (``"0.0039..."``, ``"RGB"``, ``"0,0,0"``,
+    ``"1,1,1"``) as a :class:`PixelFormat`."""
+    def numbers(text: str, what: str):
+        try:
+            return tuple(float(v) for v in str(text).split(","))
+        except ValueError:
+            raise ValueError(f"{what} must be three numbers separated by commas, got {text!r}") from None
+
+    try:
+        scale_value = float(scale)
+    except ValueError:
+        raise ValueError(f"scale must be a number, got {scale!r}") from None
+    return pixel_format(PixelFormat(scale_value, channel_order, numbers(mean, "mean"), numbers(std, "std")))
+
+
+def _triple(values, what: str) -> Tuple[float, float, float]:
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        raise ValueError(f"{what} must have 3 values (one per channel), got {list(values)}")
+    return values  # type: ignore[return-value]
+
+
+def apply_format(canvas: np.ndarray, fmt: PixelFormat) -> np.ndarray:
+    """Letterboxed HWC RGB uint8 canvas -> ``3 x H x W`` float32 network input in ``fmt``."""
+    if fmt.channel_order == "BGR":
+        canvas = canvas[:, :, ::-1]
+    chw = canvas.transpose(2, 0, 1).astype(np.float32) * np.float32(fmt.scale)
+    if fmt.mean != DEFAULT_FORMAT.mean:
+        chw -= np.asarray(fmt.mean, np.float32)[:, None, None]
+    if fmt.std != DEFAULT_FORMAT.std:
+        chw /= np.asarray(fmt.std, np.float32)[:, None, None]
+    return chw
 
 
 def decode_bgr(data: bytes, max_pixels: Optional[int] = None) -> np.ndarray:

@@ -1,12 +1,12 @@
-"""Triton Python-backend model: raw detector output -> padded detections.
+"""Triton Python-backend model: raw detector outputs -> padded detections.
 
-Inputs (per request, batch first):
+Inputs (per request, batch first), in config order:
 
-- ``RAW``: the detector's output, e.g. FP32/FP16 ``[n, 4 + C, A]`` for the ``anchor-free``
-  layout; ``TRANSFORM``: FP32 ``[n, 5]`` (scale, pad_x, pad_y, width, height).
-- with ``nms: engine`` instead of ``RAW`` (the plan ran TensorRT's EfficientNMS):
-  ``NUM`` INT32 ``[n, 1]``, ``BOXES`` FP32 ``[n, D, 4]`` (letterboxed pixels), ``SCORES``
-  FP32 ``[n, D]``, ``CLASSES`` INT32 ``[n, D]``; only the boxes are mapped back.
+- the detector's outputs in graph order: ``RAW`` when it has one (e.g. FP32/FP16
+  ``[n, 4 + C, A]`` for the ``anchor-free`` layout), ``RAW_0``, ``RAW_1``, ... when it has
+  several (e.g. the four ``efficient-nms`` outputs, INT32 ``[n, 1]``, FP32 ``[n, D, 4]``,
+  FP32 ``[n, D]``, INT32 ``[n, D]``), with the outputs' own data types and dims;
+- ``TRANSFORM``: FP32 ``[n, 5]`` (scale, pad_x, pad_y, width, height).
 
 Outputs: ``num_detections`` INT32 ``[n, 1]``, ``boxes`` FP32 ``[n, D, 4]`` (x1, y1, x2, y2
 in original image pixels), ``scores`` FP32 ``[n, D]``, ``classes`` INT32 ``[n, D]`` (-1 in
@@ -16,14 +16,19 @@ Parameters (config.pbtxt), defaults in ``PARAMETERS``:
 
 - ``score_threshold``, ``iou_threshold``, ``max_detections``: required;
 - ``max_candidates`` (1024): candidates per image kept for NMS, best first;
-- ``nms`` (``postprocess``): ``engine`` when the plan already ran NMS;
-- ``layout`` (``anchor-free``): the output layout decoding ``RAW`` (``layouts/``).
+- ``layout`` (``anchor-free``): the output layout decoding the inputs (``layouts/``); NMS
+  runs only when the layout has none (TensorRT's engine NMS is the ``efficient-nms`` layout);
+- ``input_height``, ``input_width`` (0: not needed by the layout): the network input size
+  in pixels, for layouts with normalized boxes (``detr``);
+- ``scores`` (``probs``): ``logits`` when the layout's class scores still need a sigmoid.
 
 All requests handed over by the dynamic batcher are concatenated and decoded in one
-vectorized pass (``boxes.postprocess``), then split back per request.
+vectorized pass (``boxes.postprocess``), then split back per request; if that pass fails
+(a request whose tensors do not fit the others), each request is decoded alone and only
+the one at fault answers with an error.
 """
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -41,10 +46,12 @@ PARAMETERS: Dict[str, Optional[str]] = {
     "iou_threshold": None,
     "max_detections": None,
     "max_candidates": "1024",
-    "nms": "postprocess",
     "layout": "anchor-free",
+    "input_height": "0",
+    "input_width": "0",
+    "scores": "probs",
 }
-NMS_MODES = ("postprocess", "engine")
+TRANSFORM = "TRANSFORM"
 OUTPUTS = ("num_detections", "boxes", "scores", "classes")
 
 
@@ -55,33 +62,54 @@ class TritonPythonModel:
         self.iou_threshold = float(params["iou_threshold"])
         self.max_detections = int(params["max_detections"])
         self.max_candidates = int(params["max_candidates"])
-        if params["nms"] not in NMS_MODES:
-            raise ValueError(f"postprocess: nms must be one of {NMS_MODES}, not {params['nms']!r}")
-        self.engine_nms = params["nms"] == "engine"
-        self.layout = get_layout(params["layout"])
+        self.layout = get_layout(params["layout"], height=int(params["input_height"]),
+                                 width=int(params["input_width"]), scores=params["scores"])
+        self.inputs = raw_inputs(stage_utils.model_config(args), self.layout)
 
     def execute(self, requests):
-        if self.engine_nms:
-            return [self._rescale(r) for r in requests]
-        raws = [pb_utils.get_input_tensor_by_name(r, "RAW").as_numpy() for r in requests]
-        transforms = [pb_utils.get_input_tensor_by_name(r, "TRANSFORM").as_numpy() for r in requests]
-        results = boxes.postprocess(
-            np.concatenate(raws), np.concatenate(transforms), self.score_threshold,
-            self.iou_threshold, self.max_detections, self.max_candidates, self.layout,
-        )
+        try:
+            return self._batched(requests)
+        except Exception:  # one request's tensors spoil the batch: decode each alone
+            return [self._alone(request) for request in requests]
+
+    def _arrays(self, request) -> List[np.ndarray]:
+        return [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs + [TRANSFORM]]
+
+    def _decode(self, arrays: List[List[np.ndarray]]):
+        """Per input (raw outputs, then TRANSFORM) the requests' arrays -> the batch's detections."""
+        joined = [np.concatenate(parts) for parts in arrays]
+        return boxes.postprocess(joined[:-1], joined[-1], self.score_threshold, self.iou_threshold,
+                                 self.max_detections, self.max_candidates, self.layout)
+
+    def _batched(self, requests):
+        per_request = [self._arrays(r) for r in requests]
+        results = self._decode([list(parts) for parts in zip(*per_request)])
         responses, start = [], 0
-        for raw in raws:
-            end = start + raw.shape[0]
+        for arrays in per_request:
+            end = start + arrays[-1].shape[0]
             responses.append(_response(*(result[start:end] for result in results)))
             start = end
         return responses
 
-    def _rescale(self, request):
-        def get(name):
-            return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+    def _alone(self, request):
+        try:
+            return _response(*self._decode([[a] for a in self._arrays(request)]))
+        except Exception as exc:
+            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(
+                f"postprocess ({self.layout.name}): {type(exc).__name__}: {exc}"))
 
-        return _response(*boxes.rescale_detections(
-            get("NUM"), get("BOXES"), get("SCORES"), get("CLASSES"), get("TRANSFORM")))
+
+def raw_inputs(config: dict, layout) -> List[str]:
+    """The config's inputs except TRANSFORM, in config order: the detector's outputs.
+    ValueError (the layout's LayoutMismatch) when they are not what the layout decodes."""
+    tensors = [t for t in config.get("input", []) if t["name"] != TRANSFORM]
+    try:
+        layout.check_outputs([(t["name"], [None] + [d if d > 0 else None for d in map(int, t.get("dims", []))],
+                               str(t.get("data_type", "")).replace("TYPE_", "")) for t in tensors])
+    except ValueError as exc:
+        raise ValueError(f"{config.get('name', 'postprocess')}: the config's inputs do not fit layout "
+                         f"{layout.name!r} ({layout.outputs_text}): {exc}") from None
+    return [t["name"] for t in tensors]
 
 
 def _response(num, bxs, scores, classes):

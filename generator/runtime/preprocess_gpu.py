@@ -15,7 +15,10 @@ Parameters (config.pbtxt), defaults in ``PARAMETERS``:
 - ``max_pixels`` (50000000): images whose header claims more pixels are refused before
   decoding;
 - ``output_device`` (``gpu``): PREPROCESSED leaves as a GPU tensor through DLPack, or
-  ``cpu``: copied back to host memory (Jetson, whose Python backend has no GPU tensors).
+  ``cpu``: copied back to host memory (Jetson, whose Python backend has no GPU tensors);
+- the input format, as in ``preprocess.py``: ``scale`` (0.00392156862745098, i.e. 1/255),
+  ``channel_order`` (RGB), ``mean`` (0,0,0), ``std`` (1,1,1). The CUDA kernel makes the
+  default format only; for any other the stage logs why and runs the CPU path.
 
 An image that cannot be decoded fails its own request only, naming ``IMAGE[i]``.
 Decoding stays on the CPU (OpenCV, to BGR uint8); resize + pad + RGB + /255 + CHW run
@@ -44,7 +47,12 @@ PARAMETERS: Dict[str, Optional[str]] = {
     "dtype": "FP32",
     "max_pixels": str(imaging.DEFAULT_MAX_PIXELS),
     "output_device": "gpu",
+    "scale": repr(imaging.DEFAULT_FORMAT.scale),
+    "channel_order": "RGB",
+    "mean": "0,0,0",
+    "std": "1,1,1",
 }
+FORMAT_PARAMETERS = ("scale", "channel_order", "mean", "std")
 OUTPUT_DEVICES = ("gpu", "cpu")
 DTYPES = {"FP32": np.float32, "FP16": np.float16}
 
@@ -78,7 +86,13 @@ class TritonPythonModel:
             self.device_id = int(args.get("model_instance_device_id", 0))
         else:
             self.device_id = 0
-        self._open_engine(dtype)
+        self.input_format = imaging.parse_pixel_format(*(params[key] for key in FORMAT_PARAMETERS))
+        if self.input_format == imaging.DEFAULT_FORMAT:
+            self._open_engine(dtype)
+        else:  # the kernel makes RGB /255 only: keep it simple, the CPU path makes any format
+            self.engine = None
+            self.fallback_reason = f"input format {tuple(self.input_format)} is not the kernel's (RGB, /255)"
+            _log("info", f"preprocess_gpu: {self.fallback_reason}; using the CPU path (OpenCV letterbox)")
 
     def _open_engine(self, dtype: str):
         """The CUDA engine on this instance's GPU, or None (and one log line saying why)."""
@@ -138,7 +152,8 @@ class TritonPythonModel:
         images, transforms = [], []
         for index, item in enumerate(items):
             try:
-                chw, transform = imaging.preprocess_bytes(item, self.height, self.width, self.max_pixels)
+                chw, transform = imaging.preprocess_bytes(item, self.height, self.width, self.max_pixels,
+                                                              self.input_format)
             except Exception as exc:  # one item fails its own request, never the batch
                 return self._error(index, exc)
             images.append(chw)

@@ -64,8 +64,20 @@ def tiny_yolo_onnx(path: Path, imgsz: int = 128, names=("circle", "rectangle", "
     return path
 
 
+def layout_onnx(name: str, out: Path) -> Path:
+    """One of the per-layout fixtures with known detections (``layouts.BUILDERS``) as ``out/name.onnx``."""
+    import layouts
+
+    return layouts.build(name, out).path
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     out.mkdir(parents=True, exist_ok=True)
     print(contract_onnx(out / "contract.onnx"))
     print(tiny_yolo_onnx(out / "tiny_yolo.onnx"))
+    sys.path.insert(0, str(Path(__file__).parent))
+    import layouts as _layouts
+
+    for _name in _layouts.BUILDERS:
+        print(layout_onnx(_name, out))

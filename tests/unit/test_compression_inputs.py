@@ -143,15 +143,31 @@ def _onnx_variants(w):
                         "expected one output [N, 4+C, A] (boxes + class scores), found ['output0', 'extra']"),
         "truncated": (root / "cut.onnx", "not a readable ONNX model"),
         "random bytes": (root / "noise.onnx", "not a readable ONNX model"),
-        "dynamic class axis": (variant("dyn_classes", dims("output", 1, "c")),
-                               "output 'output0' must be [N, 4+C, A] with fixed C and A, got [None, None, 64]"),
         "no class channels": (variant("no_classes", dims("output", 1, 4)), "got [None, 4, 64]"),
         "dynamic image size": (variant("dyn_hw", dims("input", 2, "h")),
-                               "input 'images' must be [N, 3, H, W] with fixed H and W"),
+                               "input 'images' has a dynamic height or width ([N, 3, ?, 64]) and the metadata "
+                               "gives no image size: pass --imgsz H,W"),
         "uint8 input": (variant("u8", lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type",
                                                           TensorProto.UINT8)),
-                        "input and output must be float32 or float16 tensors"),
+                        "input 'images' must be float32 or float16, got uint8"),
     }
+
+
+def test_declared_dynamic_output_dims_are_inferred_from_the_graph(world, tmp_path):
+    """Exporters with dynamic axes (Ultralytics' dynamic=True) declare the class axis symbolic
+    although the graph fixes it: the signature reads it from shape inference, nothing is refused."""
+    import onnx
+
+    from generator.export.signature import read_signature
+
+    model = onnx.load(str(world["onnx"]))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "c"
+    path = tmp_path / "dyn_classes.onnx"
+    onnx.save(model, str(path))
+    sig = read_signature(path)
+    assert (sig.layout, sig.num_classes) == ("anchor-free", 3)
+    r = _invoke(["generate", "--onnx", path, "--out", tmp_path / "repo"])
+    assert r.exit_code == 0, r.output
 
 
 def test_onnx_files_outside_the_detector_contract(world, tmp_path):
@@ -181,7 +197,7 @@ def test_mismatched_class_counts(world, tmp_path, case):
     d2, d3, good, two, onnx3 = world["d2"], world["d3"], world["good"], world["two"], world["onnx"]
     args, message = {
         "generate --labels": (["generate", "--onnx", onnx3, "--labels", labels, "--out", tmp_path / "repo"],
-                              "--labels lists 2 names but the model has 3 classes"),
+                              "--labels lists 2 class names but the output has 3 classes (layout anchor-free)"),
         "quantize --data": (["quantize", "--onnx", onnx3, "--data", d2, "--out", tmp_path / "q.onnx"],
                             f"--data {d2}: the dataset has 2 classes but the model has 3"),
         "eval --onnx": (["eval", "--onnx", onnx3, "--data", d2], f"{onnx3}: the model has 3 classes but the dataset has 2"),

@@ -59,6 +59,20 @@ def test_yolo_folder_names_mapping_and_txt_list(tmp_path):
     assert d.samples[0].classes.tolist() == [1]
 
 
+def test_yolo_byte_order_marks_and_duplicate_lines_as_ultralytics(tmp_path):
+    """Ultralytics reads labels and image lists as utf-8-sig and drops exact duplicate label rows."""
+    make_yolo(tmp_path, {"img0": None, "img1": ""})
+    (tmp_path / "labels/train").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "labels/train/img0.txt").write_bytes(
+        "\ufeff1 0.5 0.5 0.5 0.2\n0 0.25 0.5 0.5 1.0\n1 0.50 0.5 0.5 0.2\n".encode("utf-8"))
+    (tmp_path / "list.txt").write_bytes("\ufeff./images/train/img0.jpg\n./images/train/img1.jpg\n".encode("utf-8"))
+    (tmp_path / "data.yaml").write_text("train: list.txt\nnames: [a, b]\n")
+    s0, s1 = load_yolo(tmp_path, "train").samples
+    assert s0.classes.tolist() == [1, 0]
+    np.testing.assert_allclose(s0.boxes, [[10, 12, 30, 18], [0, 0, 20, 30]], atol=1e-4)
+    assert s1.image_path.name == "img1.jpg" and s1.classes.shape == (0,)
+
+
 def test_yolo_small_overshoot_is_clipped(tmp_path):
     data = make_yolo(tmp_path, {"img0": "0 0.9 0.5 0.2009 0.2\n"})
     b = load_yolo(data, "train").samples[0].boxes

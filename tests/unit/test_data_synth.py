@@ -42,8 +42,8 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(dataset, tmp_pat
 
 def test_data_yaml_and_split_sizes(dataset):
     cfg = yaml.safe_load(dataset.read_text())
-    assert cfg == {"path": ".", "train": "images/train", "val": "images/val", "nc": CLASSES,
-                   "names": CLASS_NAMES[:CLASSES]}
+    # no "path" key: Ultralytics resolves a relative one against its working/datasets folder, not the YAML's
+    assert cfg == {"train": "images/train", "val": "images/val", "nc": CLASSES, "names": CLASS_NAMES[:CLASSES]}
     root = dataset.parent
     train, val = sorted((root / "images/train").glob("*.jpg")), sorted((root / "images/val").glob("*.jpg"))
     assert (len(train), len(val)) == (IMAGES - 3, 3)  # round(16 * 0.2)

@@ -24,7 +24,9 @@ def test_signature_of_an_onnx_with_unexpected_outputs_is_refused(contract_onnx, 
     model.graph.output.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, [1]))
     bad = tmp_path / "two_outputs.onnx"
     onnx.save(model, str(bad))
-    with pytest.raises(UsageError, match=r"two_outputs.onnx: expected one output .*'output0', 'extra'"):
+    # issue 12: every layout is tried; the message names each output with its shape, and the layouts
+    with pytest.raises(UsageError, match=r"two_outputs.onnx: the outputs 'output0' \[N, 7, 64\] FP32, 'extra' "
+                                         r"\[1\] FP32 fit no known output layout"):
         read_signature(bad)
 
 
@@ -106,7 +108,8 @@ def test_interrupted_generation_leaves_nothing_behind(contract_onnx, tmp_path, m
     (RepositoryOptions(max_batch_size=0), "--max-batch must be >= 1, got 0"),
     (RepositoryOptions(score_threshold=1.5), "--score-threshold must be in [0, 1)"),
     (RepositoryOptions(iou_threshold=0), "--iou-threshold must be in (0, 1]"),
-    (RepositoryOptions(labels=["a", "b"]), "--labels lists 2 names but the model has 3 classes"),
+    # checked while the ONNX is read (issue 12), so the message names the file and its layout
+    (RepositoryOptions(labels=["a", "b"]), "--labels lists 2 class names but the output has 3 classes (layout anchor-free)"),
 ])
 def test_bad_options_are_refused_before_writing(contract_onnx, tmp_path, opts, message):
     with pytest.raises(UsageError) as info:

@@ -1,5 +1,6 @@
-"""Output layouts: the registry, the anchor-free decoder through it, and the same layout
-object in the postprocess, signature reading and standalone (as shipped in a repository)."""
+"""Output layouts: the registry of layout classes, the anchor-free decoder through it, and the
+same layout in the postprocess, signature reading and standalone (as shipped in a repository).
+Each other layout has its own tests/unit/test_layout_*.py."""
 
 import shutil
 import subprocess
@@ -43,24 +44,47 @@ def _raw(rng, b=3, c=4, a=200):
 
 
 def test_builtins_and_default(registry):
-    assert "anchor-free" in registry.layout_names()
+    assert registry.layout_names() == ["anchor-free", "detr", "efficient-nms", "end-to-end", "objectness"]
     assert registry.get_layout(registry.DEFAULT_LAYOUT).name == registry.DEFAULT_LAYOUT == "anchor-free"
-    assert registry.get_layout("anchor-free").needs_nms
+    needs_nms = {name: registry.get_layout(name).needs_nms for name in registry.layout_names()}
+    assert needs_nms == {"anchor-free": True, "objectness": True, "detr": False, "efficient-nms": False,
+                         "end-to-end": False}
+    counts = {name: registry.get_layout(name).num_outputs for name in registry.layout_names()}
+    assert counts == {"anchor-free": 1, "objectness": 1, "detr": 1, "efficient-nms": 4, "end-to-end": 1}
+    assert all(registry.get_layout(name).runs_in_onnxruntime for name in registry.layout_names())
+
+
+def test_get_layout_makes_a_new_configured_instance(registry):
+    a = registry.get_layout("detr", height=384, width=640, scores="logits")
+    b = registry.get_layout("detr")
+    assert a is not b and type(a) is type(b)
+    assert (a.height, a.width, a.scores) == (384, 640, "logits")
+    assert (b.height, b.width, b.scores) == (0, 0, "probs")
+    assert registry.get_layout("anchor-free", height=320, width=320, scores="probs").needs_nms  # accepted, ignored
+    with pytest.raises(ValueError, match=r"layout objectness: unknown option\(s\) colour; options are height, "
+                                         r"width, scores"):
+        registry.get_layout("objectness", colour="red")
+    with pytest.raises(ValueError, match=r"layout detr: scores must be one of probs, logits, not 'softmax'"):
+        registry.get_layout("detr", scores="softmax")
 
 
 def test_duplicate_name_is_rejected(registry):
     class Again(TopK):
         name = "anchor-free"
 
-    with pytest.raises(ValueError, match="'anchor-free' is already registered"):
-        registry.register_layout(Again())
-    with pytest.raises(ValueError, match="no name"):
-        registry.register_layout(Layout())
+    with pytest.raises(ValueError, match=r"'anchor-free' is already registered \(AnchorFree\)"):
+        registry.register_layout(Again)
+    with pytest.raises(ValueError, match="Layout has no name"):
+        registry.register_layout(Layout)
+    with pytest.raises(TypeError, match="takes a Layout subclass"):
+        registry.register_layout(TopK())  # an instance, not the class
+    assert registry.register_layout(TopK) is TopK
 
 
 def test_unknown_name_lists_the_known_ones(registry):
-    registry.register_layout(TopK())
-    with pytest.raises(ValueError, match=r"unknown output layout 'yolo-x'; known layouts: anchor-free, test-top-k"):
+    registry.register_layout(TopK)
+    with pytest.raises(ValueError, match=r"unknown output layout 'yolo-x'; known layouts: anchor-free, detr, "
+                                         r"efficient-nms, end-to-end, objectness, test-top-k"):
         registry.get_layout("yolo-x")
 
 
@@ -91,11 +115,29 @@ def test_anchor_free_keeps_at_most_max_candidates_best_first():
 def test_anchor_free_checks_output_shapes():
     layout = layouts.get_layout("anchor-free")
     assert layout.check_outputs([("output0", [None, 7, 64])]) == OutputShape(3, 64)
+    assert layout.check_outputs([("output0", (1, 7, 64), "FP16")]) == OutputShape(3, 64)
+    with pytest.raises(LayoutMismatch, match=r"output 'output0' must be FP32 or FP16, got INT64"):
+        layout.check_outputs([("output0", [None, 7, 64], "INT64")])
     with pytest.raises(LayoutMismatch, match=r"expected one output \[N, 4\+C, A\] .* found \['a', 'b'\]"):
         layout.check_outputs([("a", [1, 7, 8]), ("b", [1])])
     for dims in ([None, 4, 64], [None, 7], [None, None, 64], [None, 7, None]):
         with pytest.raises(LayoutMismatch, match=r"output 'output0' must be \[N, 4\+C, A\] with fixed C and A"):
             layout.check_outputs([("output0", dims)])
+
+
+def test_plausible_resolves_square_and_transposed_shapes():
+    """[N, 84, 8400] is an anchor-free head; [N, 300, 6] read as anchor-free (296 classes, 6 anchors)
+    is not, and neither is [N, 84, 84]; objectness asks the same of [N, A, 5+C]."""
+    free, obj = layouts.get_layout("anchor-free"), layouts.get_layout("objectness")
+    assert free.plausible(free.check_outputs([("output0", [1, 84, 8400])]))
+    assert not free.plausible(free.check_outputs([("output0", [1, 300, 6])]))
+    assert not free.plausible(free.check_outputs([("output0", [1, 84, 84])]))
+    assert obj.plausible(obj.check_outputs([("output0", [1, 25200, 85])]))
+    assert not obj.plausible(obj.check_outputs([("output0", [1, 85, 8400])]))
+    assert not obj.plausible(obj.check_outputs([("output0", [1, 84, 84])]))
+    for name in ("end-to-end", "detr"):  # no count to compare: always plausible
+        layout = layouts.get_layout(name)
+        assert layout.plausible(layout.check_outputs([("output0", [1, 300, 6])]))
 
 
 def test_postprocess_takes_one_array_a_list_a_name_or_a_layout():
@@ -112,7 +154,7 @@ def test_postprocess_takes_one_array_a_list_a_name_or_a_layout():
 
 def test_a_layout_without_nms_skips_it(registry):
     """One new module is enough: register it and the postprocess uses it by name."""
-    registry.register_layout(TopK())
+    registry.register_layout(TopK)
     rows = np.zeros((1, 3, 6), np.float32)
     rows[0, :, :4] = [[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]]  # the first two overlap
     rows[0, :, 4] = [0.9, 0.8, 0.1]
@@ -139,8 +181,12 @@ def test_signature_reading_asks_the_layout(contract_onnx, tmp_path):
     model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4  # no class scores left
     bad = tmp_path / "no_classes.onnx"
     onnx.save(model, str(bad))
-    with pytest.raises(UsageError, match=r"no_classes.onnx: output 'output0' must be \[N, 4\+C, A\] with fixed C"):
-        read_signature(bad)
+    with pytest.raises(UsageError, match=r"no_classes.onnx: layout anchor-free: output 'output0' must be "
+                                         r"\[N, 4\+C, A\] with fixed C"):
+        read_signature(bad, layout="anchor-free")
+    with pytest.raises(UsageError, match=r"(?s)no_classes.onnx: .*fit no known output layout.*anchor-free.*output "
+                                         r"'output0' must be \[N, 4\+C, A\] with fixed C and A, got \[None, 4, 64\]"):
+        read_signature(bad)  # auto-detected (issue 12): every layout says why not
 
 
 def test_shipped_layouts_work_as_top_level_modules(tmp_path):
@@ -155,7 +201,8 @@ def test_shipped_layouts_work_as_top_level_modules(tmp_path):
             "print(layouts.layout_names(), num.tolist(), b[0, 0].tolist(), 'generator' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "['anchor-free'] [1] [6.0, 6.0, 10.0, 10.0] False"
+    assert r.stdout.strip() == ("['anchor-free', 'detr', 'efficient-nms', 'end-to-end', 'objectness'] [1] "
+                                "[6.0, 6.0, 10.0, 10.0] False")
 
 
 def test_export_check_asks_the_layout(tmp_path):

@@ -10,9 +10,16 @@ from generator.runtime import boxes, imaging
 
 
 def _args(parameters, inputs=(), outputs=(), repo="", version="1"):
+    """Triton's ``initialize`` args; a tensor is a name, or a dict with its data type and dims."""
+    def tensors(items):
+        return [t if isinstance(t, dict) else {"name": t} for t in items]
+
     config = {"parameters": {k: {"string_value": v} for k, v in parameters.items()},
-              "input": [{"name": n} for n in inputs], "output": [{"name": n} for n in outputs]}
+              "input": tensors(inputs), "output": tensors(outputs)}
     return {"model_config": json.dumps(config), "model_repository": repo, "model_version": version}
+
+
+TRANSFORM_INPUT = {"name": "TRANSFORM", "data_type": "TYPE_FP32", "dims": [5]}
 
 
 def _jpeg(h, w, seed=0):
@@ -57,7 +64,8 @@ def test_postprocess_batches_requests_and_splits_back(pb_utils):
     from generator.runtime import postprocess
 
     model = postprocess.TritonPythonModel()
-    model.initialize(_args({"score_threshold": "0.3", "iou_threshold": "0.5", "max_detections": "20"}))
+    model.initialize(_args({"score_threshold": "0.3", "iou_threshold": "0.5", "max_detections": "20"},
+                           [{"name": "RAW", "data_type": "TYPE_FP32", "dims": [7, 50]}, TRANSFORM_INPUT]))
     rng = np.random.default_rng(0)
     raws = [rng.uniform(0, 1, (n, 7, 50)).astype(np.float32) * [[100], [100], [30], [30], [1], [1], [1]]
             for n in (1, 3, 2)]

@@ -12,9 +12,15 @@ from generator.runtime import stage_utils
 STAGES = ("preprocess", "preprocess_gpu", "postprocess", "detector")
 
 
-def _args(parameters, name="m"):
-    config = {"name": name, "parameters": {k: {"string_value": v} for k, v in parameters.items()}}
+def _args(parameters, name="m", inputs=()):
+    config = {"name": name, "parameters": {k: {"string_value": v} for k, v in parameters.items()},
+              "input": list(inputs)}
     return {"model_config": json.dumps(config), "model_name": name}
+
+
+# the postprocess stage's inputs for one anchor-free output, as Triton hands the config over
+RAW_INPUTS = ({"name": "RAW", "data_type": "TYPE_FP32", "dims": [7, 64]},
+              {"name": "TRANSFORM", "data_type": "TYPE_FP32", "dims": [5]})
 
 
 DECLARED = {"height": None, "width": None, "dtype": "FP32"}
@@ -61,15 +67,18 @@ def test_postprocess_contract(pb_utils):
     from generator.runtime import postprocess
 
     assert postprocess.PARAMETERS == {"score_threshold": None, "iou_threshold": None, "max_detections": None,
-                                      "max_candidates": "1024", "nms": "postprocess", "layout": "anchor-free"}
+                                      "max_candidates": "1024", "layout": "anchor-free", "input_height": "0",
+                                      "input_width": "0", "scores": "probs"}
     required = {"score_threshold": "0.3", "iou_threshold": "0.5", "max_detections": "20"}
     model = postprocess.TritonPythonModel()
-    model.initialize(_args(required))
-    assert model.layout.name == "anchor-free" and model.max_candidates == 1024 and not model.engine_nms
+    model.initialize(_args(required, inputs=RAW_INPUTS))
+    assert model.layout.name == "anchor-free" and model.max_candidates == 1024 and model.inputs == ["RAW"]
     with pytest.raises(ValueError, match="unknown output layout 'detr-x'; known layouts: anchor-free"):
-        postprocess.TritonPythonModel().initialize(_args({**required, "layout": "detr-x"}))
-    with pytest.raises(ValueError, match="nms must be one of"):
-        postprocess.TritonPythonModel().initialize(_args({**required, "nms": "both"}))
+        postprocess.TritonPythonModel().initialize(_args({**required, "layout": "detr-x"}, inputs=RAW_INPUTS))
+    with pytest.raises(ValueError, match="nms"):  # engine NMS is the efficient-nms layout now
+        postprocess.TritonPythonModel().initialize(_args({**required, "nms": "engine"}, inputs=RAW_INPUTS))
+    with pytest.raises(ValueError, match="scores must be one of probs, logits"):
+        postprocess.TritonPythonModel().initialize(_args({**required, "scores": "odds"}, inputs=RAW_INPUTS))
     with pytest.raises(ValueError, match="num_classes"):  # what generators wrote before: nothing read it
         postprocess.TritonPythonModel().initialize(_args({**required, "num_classes": "3"}))
 
@@ -77,7 +86,9 @@ def test_postprocess_contract(pb_utils):
 def test_preprocess_contracts(pb_utils):
     from generator.runtime import preprocess, preprocess_gpu
 
-    assert preprocess.PARAMETERS == {"height": None, "width": None, "dtype": "FP32", "max_pixels": "50000000"}
+    assert preprocess.PARAMETERS == {"height": None, "width": None, "dtype": "FP32", "max_pixels": "50000000",
+                                     "scale": "0.00392156862745098", "channel_order": "RGB", "mean": "0,0,0",
+                                     "std": "1,1,1"}
     assert preprocess_gpu.PARAMETERS == {**preprocess.PARAMETERS, "output_device": "gpu"}
     with pytest.raises(ValueError, match="height"):
         preprocess.TritonPythonModel().initialize(_args({"width": "32"}))

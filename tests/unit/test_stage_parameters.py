@@ -85,9 +85,15 @@ def test_every_case_has_python_stages(case, repository):
 
 @pytest.mark.parametrize("case", list(golden_trees.CASES))
 def test_config_parameters_match_the_stage_contract(case, repository, pb_utils, monkeypatch):
+    run_stage_contract(repository(case), case, monkeypatch)
+
+
+def run_stage_contract(repo: Path, case: str, monkeypatch) -> dict:
+    """The contract checks on every Python stage of ``repo``; returns the initialized stages
+    by model name (also used for each output layout's repository, test_generate_layouts)."""
     from generator.runtime import stage_utils
 
-    recorded = {}
+    recorded, models = {}, {}
     real = stage_utils.read_parameters
 
     def recording(args, declared):
@@ -96,7 +102,7 @@ def test_config_parameters_match_the_stage_contract(case, repository, pb_utils, 
         return params
 
     monkeypatch.setattr(stage_utils, "read_parameters", recording)
-    for folder, config in python_stages(repository(case)):
+    for folder, config in python_stages(repo):
         module = importlib.import_module(f"generator.runtime.{entry_module(folder)}")
         declared = module.PARAMETERS
         given = {key: value.string_value for key, value in config.parameters.items()}
@@ -107,7 +113,9 @@ def test_config_parameters_match_the_stage_contract(case, repository, pb_utils, 
         args = {"model_config": json.dumps(triton_config_json(config)), "model_name": folder.name,
                 "model_repository": str(folder), "model_version": "1", "model_instance_kind": "CPU"}
         recorded.clear()
-        module.TritonPythonModel().initialize(args)
+        models[folder.name] = model = module.TritonPythonModel()
+        model.initialize(args)
         assert "params" in recorded, f"{where}: initialize does not read its parameters through read_parameters"
         unread = set(declared) - recorded["params"].read
         assert not unread, f"{where} declares {sorted(unread)} but initialize never reads them"
+    return models

@@ -132,7 +132,13 @@ def test_plan_build_info_bounds_the_batch_and_brings_engine_nms(contract_onnx, t
     assert [o.name for o in det.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
     assert list(det.output[1].dims) == [20, 4]
     post = config(repo, "detector_postprocess")
-    assert params(post)["nms"] == "engine" and params(post)["max_detections"] == "20"
+    # engine NMS is the efficient-nms layout (issue 12): the plan's four outputs reach RAW_0..RAW_3
+    assert params(post)["layout"] == "efficient-nms" and params(post)["max_detections"] == "20"
+    from tritonclient.grpc import model_config_pb2
+
+    assert [(t.name, model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in post.input] == [
+        ("RAW_0", "TYPE_INT32", [1]), ("RAW_1", "TYPE_FP32", [20, 4]), ("RAW_2", "TYPE_FP32", [20]),
+        ("RAW_3", "TYPE_INT32", [20]), ("TRANSFORM", "TYPE_FP32", [5])]
     ens = config(repo, "detector_ensemble")
     assert list(ens.output[1].dims) == [20, 4]
     assert (repo / "detector" / "1" / "build.json").is_file()
@@ -234,19 +240,22 @@ def test_launch_scripts_refuse_to_start_without_a_plan(gpu_repo, jetson_repo):
     assert result.returncode != 0 and "no tritonserver at /nonexistent/bin/tritonserver" in result.stderr
 
 
-# ---- the postprocess stage with NMS inside the plan -------------------------------------
+# ---- the postprocess stage with NMS inside the plan: the efficient-nms layout ----------------
 
-def test_engine_nms_postprocess_maps_boxes_back_and_clears_padding(pb_utils):
+def test_engine_nms_postprocess_maps_boxes_back_and_clears_padding(pb_utils, contract_onnx, tmp_path):
+    """The postprocess config generated for a plan with NMS inside, run on the plan's four outputs."""
     from generator.runtime import postprocess
+    from test_stage_parameters import triton_config_json
 
+    repo = generate(contract_onnx, "gpu", tmp_path / "r", options_for("gpu", nms="engine", max_detections=3)).path
+    cfg = config(repo, "detector_postprocess")
     model = postprocess.TritonPythonModel()
-    parameters = {"score_threshold": "0.25", "iou_threshold": "0.45", "max_detections": "3", "nms": "engine"}
-    model.initialize({"model_config": json.dumps({"parameters": {k: {"string_value": v}
-                                                                  for k, v in parameters.items()}})})
+    model.initialize({"model_config": json.dumps(triton_config_json(cfg)), "model_name": cfg.name})
+    assert model.inputs == ["RAW_0", "RAW_1", "RAW_2", "RAW_3"] and model.layout.name == "efficient-nms"
     boxes = np.array([[[10, 20, 30, 40], [0, 0, 64, 64], [5, 5, 6, 6]]], np.float32)
     request = pb_utils.InferenceRequest(
-        NUM=np.array([[2]], np.int32), BOXES=boxes, SCORES=np.array([[0.9, 0.5, 0.0]], np.float32),
-        CLASSES=np.array([[1, 0, 0]], np.int32),
+        RAW_0=np.array([[2]], np.int32), RAW_1=boxes, RAW_2=np.array([[0.9, 0.5, 0.0]], np.float32),
+        RAW_3=np.array([[1, 0, 0]], np.int32),
         TRANSFORM=np.array([[0.5, 0, 12, 128, 80]], np.float32))  # 128x80 image letterboxed into 64x64
     response = model.execute([request])[0]
     assert not response.has_error()

@@ -9,14 +9,16 @@ calib_cache``. This package imports only numpy; ONNX Runtime is loaded when a st
 
 from generator.compress.config import METHODS, QUANT_TYPES, QuantizeConfig
 from generator.compress.quantize.fp16 import convert_fp16
-from generator.compress.quantize.graph import (REASON_DECODE, REASON_DFL, REASON_HEAD_CONV, REASON_SCORES,
+from generator.compress.quantize.graph import (HEAD_REASONS, REASON_DECODE, REASON_DFL, REASON_HEAD_CONV,
+                                               REASON_HEAD_LINEAR, REASON_SCORES, REASON_SELECT, REASON_SOFTMAX,
                                                REASON_USER, ExcludedNode, resolve_excludes, sensitive_nodes)
 from generator.compress.quantize.int8 import collect_ranges, quantize_from_images, quantize_onnx
 from generator.compress.quantize.qdq import META_QUANTIZATION
 from generator.compress.quantize.report import QuantReport
 
 __all__ = [
-    "META_QUANTIZATION", "METHODS", "QUANT_TYPES", "REASON_DECODE", "REASON_DFL", "REASON_HEAD_CONV",
-    "REASON_SCORES", "REASON_USER", "ExcludedNode", "QuantReport", "QuantizeConfig", "collect_ranges",
+    "HEAD_REASONS", "META_QUANTIZATION", "METHODS", "QUANT_TYPES", "REASON_DECODE", "REASON_DFL",
+    "REASON_HEAD_CONV", "REASON_HEAD_LINEAR", "REASON_SCORES", "REASON_SELECT", "REASON_SOFTMAX", "REASON_USER",
+    "ExcludedNode", "QuantReport", "QuantizeConfig", "collect_ranges",
     "convert_fp16", "quantize_from_images", "quantize_onnx", "resolve_excludes", "sensitive_nodes",
 ]

@@ -25,6 +25,7 @@ from generator.compress.quantize import qdq
 from generator.compress.quantize.graph import REASON_USER, ExcludedNode, excluded_nodes, tensor_order
 from generator.compress.quantize.report import QuantReport
 from generator.errors import TritonForgeError, UsageError
+from generator.evaluation.ort_only import QUANTIZE_HINT, refuse_trt_plugin
 from generator.export.tensorrt.calib_cache import tensor_amax, trt_cache_header_for, write_trt_cache
 from generator.reproducer import write_reproducer
 
@@ -43,13 +44,20 @@ class _Outcome:
 
 
 def quantize_onnx(onnx_in: Path, out: Path, calib: np.ndarray, config: Optional[QuantizeConfig] = None, *,
-                  command: Optional[Sequence[str]] = None) -> QuantReport:
+                  command: Optional[Sequence[str]] = None, read_options: Optional[dict] = None) -> QuantReport:
     """Write an INT8 explicit-Q/DQ copy of ``onnx_in`` to ``out``, calibrated on ``calib``.
 
     ``calib`` is ``[N, 3, H, W]`` float32 as the server feeds the model
     (``compress.calibration.calibration_images``); ``config`` the options (default:
     ``QuantizeConfig()``, entropy calibration for ONNX Runtime on x86). ``command``: the
-    command recorded in the reproducer ``out.quantize.json``.
+    command recorded in the reproducer ``out.quantize.json``. ``read_options``: keywords of
+    ``export.signature.read_signature`` (``layout``, ``imgsz``, ``scores``) for a model
+    whose layout or input size its outputs and metadata do not tell.
+
+    Any output layout: the head's output layers and the decode / TopK / NMS tail after them
+    stay float (``graph.sensitive_nodes``); the source's metadata (class names, image
+    size, layout hints) is kept. A graph with a TensorRT-only node (EfficientNMS_TRT) is
+    refused: ONNX Runtime cannot run it to calibrate.
 
     Atomic: on any error nothing is left at ``out`` (nor at ``config.trt_cache``).
     """
@@ -57,7 +65,7 @@ def quantize_onnx(onnx_in: Path, out: Path, calib: np.ndarray, config: Optional[
     started = time.perf_counter()
     ort = require("onnxruntime", "to quantize")
     onnx_in, out = Path(onnx_in), Path(out)
-    sig, calib, source = _check_inputs(onnx_in, out, calib, cfg)
+    sig, calib, source = _check_inputs(onnx_in, out, calib, cfg, read_options or {})
     outputs = [out] + ([cfg.trt_cache] if cfg.trt_cache else [])
     with _nothing_written(onnx_in), atomic_paths(*outputs) as tmps:
         outcome = _run(onnx_in, source, sig, calib, cfg, tmps)
@@ -74,25 +82,30 @@ def quantize_onnx(onnx_in: Path, out: Path, calib: np.ndarray, config: Optional[
 
 
 def quantize_from_images(onnx_in: Path, out: Path, data: Path, samples: int,
-                         config: Optional[QuantizeConfig] = None, *,
-                         command: Optional[Sequence[str]] = None) -> QuantReport:
+                         config: Optional[QuantizeConfig] = None, *, command: Optional[Sequence[str]] = None,
+                         read_options: Optional[dict] = None) -> QuantReport:
     """``quantize_onnx`` calibrated on ``samples`` images of ``data`` (a dataset's train
-    split or a folder of images), preprocessed at the model's input size: ``tritonforge quantize``."""
-    from generator.compress.calibration import calibration_images
-    from generator.export.signature import read_signature
+    split or a folder of images), preprocessed as the server does for this model (its
+    input size, possibly non-square, and input format): ``tritonforge quantize``."""
+    from generator.compress.calibration import calibration_images, dataset_names
+    from generator.evaluation.ort_only import read_for_dataset
 
-    sig = read_signature(Path(onnx_in))
-    calib = calibration_images(data, sig.height, sig.width, samples, num_classes=sig.num_classes)
-    return quantize_onnx(onnx_in, out, calib, config, command=command)
+    sig = read_for_dataset(Path(onnx_in), dataset_names(data), read_options or {})
+    read_options = {**(read_options or {}), "labels": list(sig.names)}  # what was read, for quantize_onnx
+    refuse_trt_plugin(Path(onnx_in), sig, "to calibrate it", QUANTIZE_HINT)
+    calib = calibration_images(data, sig.height, sig.width, samples, num_classes=sig.num_classes,
+                               input_format=sig.input_format)
+    return quantize_onnx(onnx_in, out, calib, config, command=command, read_options=read_options)
 
 
-def _check_inputs(onnx_in: Path, out: Path, calib: np.ndarray, cfg: QuantizeConfig):
+def _check_inputs(onnx_in: Path, out: Path, calib: np.ndarray, cfg: QuantizeConfig, read_options: dict):
     """(signature, calibration images, source model) after every check that needs no work."""
     import onnx
 
     from generator.export.signature import read_signature
 
-    sig = read_signature(onnx_in)
+    sig = read_signature(onnx_in, **read_options)
+    refuse_trt_plugin(onnx_in, sig, "to calibrate it", QUANTIZE_HINT)
     if sig.input_dtype != "FP32":
         raise UsageError(f"{onnx_in}: input is {sig.input_dtype}; quantize the FP32 model")
     calib = qdq.check_calibration(calib, sig)
@@ -138,8 +151,8 @@ def _run(onnx_in: Path, source, sig, calib: np.ndarray, cfg: QuantizeConfig, tmp
         calibration_seconds = time.perf_counter() - t0
         qdq.write_qdq(prepared, tmps[0], ranges, work, sig.input_name, calib, cfg, quant_ops,
                       [e.name for e in excluded])
-    quantized, qdq_nodes = qdq.tag_and_count(tmps[0], cfg.options(len(calib)))
-    qdq.check_runs(tmps[0], sig, calib)
+    quantized, qdq_nodes = qdq.tag_and_count(tmps[0], cfg.options(len(calib)), source)
+    qdq.check_runs(tmps[0], source, sig, calib)
     if not quantized:
         warnings.append("no node was quantized: the output runs like the FP32 model")
     cache_tensors = _write_cache(tmps[1], ranges, source, cfg) if cfg.trt_cache else 0
@@ -162,14 +175,16 @@ def _write_reproducer(out: Path, options: dict, report: QuantReport, command: Op
 
 
 def collect_ranges(onnx_in: Path, calib: np.ndarray, method: str = "entropy",
-                   op_types: Optional[Sequence[str]] = None) -> Dict[str, Tuple[float, float]]:
+                   op_types: Optional[Sequence[str]] = None,
+                   read_options: Optional[dict] = None) -> Dict[str, Tuple[float, float]]:
     """Per-tensor (min, max) ranges ONNX Runtime's ``method`` calibrator derives from
     ``calib`` (the statistics ``quantize_onnx`` and the TensorRT cache use), every float
     tensor of the graph unless ``op_types`` narrows it."""
     from generator.export.signature import read_signature
 
     require("onnxruntime", "to calibrate")
-    sig = read_signature(Path(onnx_in))
+    sig = read_signature(Path(onnx_in), **(read_options or {}))
+    refuse_trt_plugin(Path(onnx_in), sig, "to calibrate it", QUANTIZE_HINT)
     QuantizeConfig(method=method)  # validates the name
     calib = qdq.check_calibration(calib, sig)
     with tempfile.TemporaryDirectory(prefix="tritonforge-calib-") as work_dir:

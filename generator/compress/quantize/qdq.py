@@ -109,7 +109,8 @@ def calibrate(prepared: Path, work: Path, input_name: str, calib: np.ndarray, me
     from generator.compress.calibration import ImageBatchReader
 
     calibrate_method = calibration_method(oq, method)
-    chunk = int(np.clip(CALIBRATION_MEMORY // max(1, activation_bytes(prepared)), 1, 16))
+    per_image = activation_bytes(prepared, calib.shape[2], calib.shape[3])
+    chunk = int(np.clip(CALIBRATION_MEMORY // max(1, per_image), 1, 16))
     with quiet():
         calibrator = create_calibrator(prepared, op_types, augmented_model_path=str(work / "augmented.onnx"),
                                        calibrate_method=calibrate_method,
@@ -121,11 +122,16 @@ def calibrate(prepared: Path, work: Path, input_name: str, calib: np.ndarray, me
     return ranges
 
 
-def activation_bytes(path: Path) -> int:
-    """Bytes of all float32/float16 tensors of one image, from the shapes in the model."""
+def activation_bytes(path: Path, height: int = 0, width: int = 0) -> int:
+    """Bytes of all float32/float16 tensors of one image, from the shapes in the model.
+
+    A model with a dynamic height / width gets them fixed to ``height`` x ``width`` in a
+    copy whose shapes are inferred again (else its activations would count as 1 x 1)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
+    if height and width and _fix_input_size(model, height, width):
+        model = onnx.shape_inference.infer_shapes(model)
     total = 0
     for vi in list(model.graph.value_info) + list(model.graph.output):
         tensor = vi.type.tensor_type
@@ -133,6 +139,23 @@ def activation_bytes(path: Path) -> int:
             dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tensor.shape.dim]
             total += int(np.prod(dims)) * (4 if tensor.elem_type == 1 else 2)
     return total
+
+
+def _fix_input_size(model, height: int, width: int) -> bool:
+    """Set the image input's dynamic H and W (dims 2, 3) to fixed values; True if any was dynamic."""
+    inits = {i.name for i in model.graph.initializer}
+    changed = False
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in inits or len(dims) != 4:
+            continue
+        for d, size in ((dims[2], height), (dims[3], width)):
+            if not d.HasField("dim_value"):
+                d.dim_value = int(size)
+                changed = True
+    if changed:
+        del model.graph.value_info[:]
+    return changed
 
 
 def write_qdq(prepared: Path, out: Path, ranges, work: Path, input_name: str, calib: np.ndarray, cfg,
@@ -164,16 +187,21 @@ def write_qdq(prepared: Path, out: Path, ranges, work: Path, input_name: str, ca
         oq.quantize_static(str(prepared), str(out), reader, **kwargs)
 
 
-def tag_and_count(path: Path, options: dict) -> Tuple[List[str], int]:
-    """Record ``options`` in the model's metadata; return (nodes with int8 weights, Q/DQ count)."""
+def tag_and_count(path: Path, options: dict, source=None) -> Tuple[List[str], int]:
+    """Record ``options`` in the model's metadata, on top of the ``source`` model's (class
+    names, image size, layout hints of whichever exporter wrote them), inputs and outputs
+    declared as the source declares them; return (nodes with int8 weights, Q/DQ count)."""
     import onnx
 
     model = onnx.load(str(path))
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = {p.key: p.value for p in source.metadata_props} if source is not None else {}
+    meta.update({p.key: p.value for p in model.metadata_props})
     meta[META_QUANTIZATION] = json.dumps({"format": "int8-qdq", **options})
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
+    if source is not None:
+        _declare_like(model, source)
     onnx.save(model, str(path))
     initializers = {i.name for i in model.graph.initializer}
     dq_of_weight = {t for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in initializers
@@ -183,16 +211,38 @@ def tag_and_count(path: Path, options: dict) -> Tuple[List[str], int]:
     return quantized, sum(n.op_type in QDQ_OPS for n in model.graph.node)
 
 
-def check_runs(path: Path, sig, calib: np.ndarray) -> None:
-    """The quantized model loads, keeps the contract and gives finite outputs."""
+def _declare_like(model, source) -> None:
+    """The graph inputs and outputs declared as in ``source``: shape inference during
+    pre-processing may have fixed a dimension the exporter left symbolic (e.g. "anchors")."""
+    declared = {vi.name: vi.type for vi in list(source.graph.input) + list(source.graph.output)}
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.name in declared:
+            vi.type.CopyFrom(declared[vi.name])
+
+
+def graph_io(model) -> List[Tuple[str, int, Tuple]]:
+    """(name, element type, dims) of the graph's inputs (initializers aside) and outputs."""
+    inits = {i.name for i in model.graph.initializer}
+
+    def spec(vi):
+        dims = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in vi.type.tensor_type.shape.dim)
+        return vi.name, vi.type.tensor_type.elem_type, dims
+
+    return [spec(vi) for vi in model.graph.input if vi.name not in inits] + [spec(vi) for vi in model.graph.output]
+
+
+def check_runs(path: Path, source, sig, calib: np.ndarray) -> None:
+    """The quantized model loads, keeps the ``source`` model's inputs and outputs (names,
+    types, dims: every output of any layout) and gives finite float outputs."""
+    import onnx
     import onnxruntime as ort
 
-    from generator.export.signature import read_signature
-
-    got = read_signature(path)
-    if (got.input_name, got.output_name, got.output_dims) != (sig.input_name, sig.output_name, sig.output_dims):
-        raise TritonForgeError(f"quantized model changed the interface: {got} != {sig}")
+    got, want = graph_io(onnx.load(str(path), load_external_data=False)), graph_io(source)
+    if got != want:
+        raise TritonForgeError(f"quantized model changed the interface: {got} != {want}")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    y = session.run(None, {sig.input_name: calib[:2]})[0]
-    if y.shape != (min(2, len(calib)), *sig.output_dims) or not np.isfinite(y).all():
-        raise TritonForgeError(f"quantized model gives shape {y.shape} or non-finite outputs")
+    batch = min(sig.batch or 2, len(calib))  # a fixed-batch export runs only its own batch
+    outputs = session.run(None, {sig.input_name: calib[:batch]})
+    for (name, _, _), y in zip(want[-len(outputs):], outputs):
+        if y.shape[:1] != (batch,) or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+            raise TritonForgeError(f"quantized model gives {name!r} of shape {y.shape} or non-finite values")

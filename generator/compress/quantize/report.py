@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from generator.compress.quantize.graph import REASON_HEAD_CONV, ExcludedNode
+from generator.compress.quantize.graph import HEAD_REASONS, ExcludedNode
 
 SHOWN_PER_REASON = 8  # node names listed per reason in the summary
 
@@ -35,7 +35,7 @@ class QuantReport:
 
     @property
     def head_convs(self) -> List[str]:
-        return [e.name for e in self.excluded if e.reason == REASON_HEAD_CONV]
+        return [e.name for e in self.excluded if e.reason in HEAD_REASONS]
 
     def summary(self) -> str:
         """Human-readable lines: what was written, what stayed float, warnings."""

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Type
 
+from generator.errors import UsageError
 from generator.export.signature import DetectorSignature
 from generator.repository.options import RepositoryOptions
 from generator.repository.pipeline import (
@@ -28,6 +29,13 @@ class Generation:
     onnx: Path
     sig: DetectorSignature
     opts: RepositoryOptions
+    batch_axis: str = ""  # what the generator did about the batch axis (generator.repository.batch)
+
+    @property
+    def served(self) -> DetectorSignature:
+        """The signature of what the detector stage answers (a TensorRT plan with NMS inside
+        answers EfficientNMS's outputs, not the ONNX's)."""
+        return self.sig
 
     def models(self) -> List[ModelDir]:
         """All model folders: preprocess, detector, postprocess, ensemble."""
@@ -49,6 +57,7 @@ class Generation:
             "tritonforge": __version__, "target": self.target.name, "ensemble": f"{self.opts.name}_ensemble",
             "backends": sorted(self.target.backends), "source_onnx": {"file": self.onnx.name, "sha256": sha256},
             "signature": {**asdict(self.sig), "names": list(self.sig.names)}, "options": self.opts.describe(),
+            "batch_axis": self.batch_axis, "postprocess_layout": self.served.layout,
             **self.target.manifest_extra(self),
         }
         return json.dumps(info, indent=2, sort_keys=True) + "\n"
@@ -63,9 +72,27 @@ class Target:
     options_class: Type[RepositoryOptions] = RepositoryOptions  # the options this target understands
     defaults: Dict[str, object] = {}  # option defaults of this target over the options class's own
     refused: Dict[str, str] = {}  # option field -> why this target refuses it (more helpful than "unknown")
+    runs_trt_plugins = False  # whether its detector runtime runs TensorRT-only nodes (EfficientNMS_TRT)
 
     def check_options(self, opts: RepositoryOptions) -> None:
         """Refuse combinations of options this target cannot honour (after ``opts.validate``)."""
+
+    def check_signature(self, onnx: Path, sig: DetectorSignature, opts: RepositoryOptions) -> None:
+        """Refuse a detector this target cannot serve (before anything is written): a graph with
+        TensorRT-only nodes needs a target whose runtime is TensorRT."""
+        if sig.has_trt_plugin and not self.runs_trt_plugins:
+            from generator.repository.targets.registry import targets
+
+            able = sorted(t.name for t in targets().values() if t.runs_trt_plugins)
+            raise UsageError(f"{onnx} contains TensorRT's EfficientNMS_TRT node, which only TensorRT runs: "
+                             f"use {' or '.join(f'--target {name}' for name in able)}")
+
+    pads_fixed_batch = False  # whether the detector stage pads batches to a graph's fixed batch
+
+    def settles_batch(self, opts: RepositoryOptions) -> bool:
+        """Whether the ONNX's batch axis decides the batch (``generator.repository.batch``);
+        False where something else bounds it (a plan built elsewhere)."""
+        return True
 
     def prepare(self, onnx: Path, sig: DetectorSignature, opts: RepositoryOptions) -> Generation:
         """Read what this generation needs, once; a subclass may return a richer Generation."""
@@ -77,7 +104,7 @@ class Target:
 
     def models(self, gen: Generation) -> List[ModelDir]:
         return [preprocess_model(gen.sig, gen.opts), self.detector(gen),
-                postprocess_model(gen.sig, gen.opts), ensemble_model(gen.sig, gen.opts)]
+                postprocess_model(gen.served, gen.opts), ensemble_model(gen.served, gen.opts)]
 
     def root_files(self, gen: Generation) -> Dict[str, FileSource]:
         return {}

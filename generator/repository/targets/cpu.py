@@ -24,7 +24,7 @@ class CpuTarget(Target):
         return [_SERVE]
 
     def detector(self, gen: Generation) -> ModelDir:
-        inputs, outputs = detector_tensors(gen.sig)
+        inputs, outputs = detector_tensors(gen.served)
         stage = OnnxRuntimeStage(
             name=gen.opts.name, max_batch_size=gen.opts.max_batch_size, inputs=inputs, outputs=outputs,
             comment="detector: Triton's ONNX Runtime backend",

@@ -45,6 +45,10 @@ class GpuTarget(TensorRTTarget):
                 if getattr(opts, key) is not None:
                     raise UsageError(f"--{key.replace('_', '-')}: set when building; --plan is already built")
 
+    def settles_batch(self, opts: GpuOptions) -> bool:
+        """A plan put in place has its own batch profile (checked against its build.json)."""
+        return opts.plan is None
+
     def prepare(self, onnx: Path, sig: DetectorSignature, opts: GpuOptions) -> TensorRTGeneration:
         """With ``--plan``: its bytes, header removed, and the options matched to its build.json."""
         if opts.plan is None:

@@ -8,17 +8,18 @@ pycuda) and falls back to the CPU when pycuda or a GPU is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Dict, List, Optional, Tuple
 
+from generator.errors import UsageError
 from generator.export.signature import DetectorSignature
 from generator.export.tensorrt.options import PRECISIONS
 from generator.repository.options import Check, RepositoryOptions, is_file
 from generator.repository.pipeline import (
-    FileSource, ModelDir, batching, detector_tensors, engine_nms_outputs, ensemble_model, postprocess_model,
-    preprocess_model,
+    FileSource, ModelDir, batching, detector_tensors, ensemble_model, postprocess_model, preprocess_model,
 )
 from generator.repository.stages import TensorRTStage
 from generator.repository.targets.base import Generation, Target
@@ -27,6 +28,8 @@ from generator.resources import templates_dir
 
 KERNEL = "letterbox.cu"
 NMS_MODES = ("postprocess", "engine")
+ENGINE_NMS_HEAD = "anchor-free"  # the only head tritonforge build --nms puts EfficientNMS behind
+ENGINE_NMS_LAYOUT = "efficient-nms"  # what such a plan answers
 
 
 @dataclass
@@ -69,6 +72,35 @@ class TensorRTGeneration(Generation):
     def engine_nms(self) -> bool:
         return self.opts.nms == "engine"
 
+    @property
+    def served(self) -> DetectorSignature:
+        """With NMS inside the plan, the detector answers EfficientNMS's four outputs: the
+        ``efficient-nms`` layout."""
+        return engine_nms_signature(self.sig, self.opts.max_detections) if self.engine_nms else self.sig
+
+
+def engine_nms_signature(sig: DetectorSignature, max_detections: int) -> DetectorSignature:
+    """``sig`` as a plan built with ``tritonforge build --nms`` answers: EfficientNMS's outputs
+    (``generator.export.tensorrt.nms``), boxes x1, y1, x2, y2 in network-input pixels."""
+    from generator.export.signature import TensorSpec
+    from generator.export.tensorrt.nms import nms_outputs
+
+    outputs = tuple(TensorSpec(o["name"], o["data_type"][len("TYPE_"):], tuple(o["dims"]))
+                    for o in nms_outputs(max_detections))
+    return dataclasses.replace(sig, outputs=outputs, layout=ENGINE_NMS_LAYOUT)
+
+
+def check_engine_nms(onnx: Path, sig: DetectorSignature, opts: "TensorRTOptions") -> None:
+    """``--nms engine`` puts EfficientNMS behind an anchor-free head only: a model that already
+    ends in NMS (or needs none) or has another head is refused, with the reason."""
+    if opts.nms != "engine" or sig.layout == ENGINE_NMS_HEAD:
+        return
+    from generator.runtime.layouts import get_layout
+
+    if not get_layout(sig.layout).needs_nms:
+        raise UsageError(f"--nms engine: {onnx} already ends in NMS (layout {sig.layout})")
+    raise UsageError(f"--nms engine: only for anchor-free heads; {onnx} has layout {sig.layout}")
+
 
 class TensorRTTarget(Target):
     """Shared by ``gpu`` and ``jetson``: a ``tensorrt_plan`` detector between GPU preprocessing
@@ -84,24 +116,30 @@ class TensorRTTarget(Target):
         """The spec of the plan ``build_plans.sh`` builds on the serving machine."""
         return TensorRTGeneration(self, Path(onnx), sig, opts, spec=plan_spec(Path(onnx), opts))
 
+    runs_trt_plugins = True
+
+    def check_signature(self, onnx: Path, sig: DetectorSignature, opts: TensorRTOptions) -> None:
+        super().check_signature(onnx, sig, opts)
+        check_engine_nms(onnx, sig, opts)
+
     def models(self, gen: TensorRTGeneration) -> List[ModelDir]:
         return [self.preprocess(gen.sig, gen.opts), self.detector(gen),
-                postprocess_model(gen.sig, gen.opts, gen.engine_nms), ensemble_model(gen.sig, gen.opts, gen.engine_nms)]
+                postprocess_model(gen.served, gen.opts), ensemble_model(gen.served, gen.opts)]
 
     def preprocess(self, sig: DetectorSignature, opts: TensorRTOptions) -> ModelDir:
+        where = f"output on the {self.preprocess_output.upper()}"
+        comment = (f"decode on the CPU, then one CUDA kernel: letterbox + pad 114 + BGR->RGB + /255 + CHW; "
+                   f"{where} (CPU fallback without pycuda/GPU)") if sig.input_format.is_default else (
+            f"decode + letterbox on the CPU ({sig.input_format.describe()}: not the CUDA kernel's RGB 0..1); {where}")
         model = preprocess_model(
             sig, opts, "preprocess_gpu.py", parameters={"output_device": self.preprocess_output},
-            instance_kind=self.preprocess_kind,
-            comment=(f"decode on the CPU, then one CUDA kernel: letterbox + pad 114 + BGR->RGB + /255 + CHW; "
-                     f"output on the {self.preprocess_output.upper()} (CPU fallback without pycuda/GPU)"))
+            instance_kind=self.preprocess_kind, comment=comment)
         model.files[f"1/{KERNEL}"] = templates_dir() / "cuda" / KERNEL
         return model
 
     def detector(self, gen: TensorRTGeneration) -> ModelDir:
         opts = gen.opts
-        inputs, outputs = detector_tensors(gen.sig)
-        if gen.engine_nms:
-            outputs = engine_nms_outputs(opts.max_detections)
+        inputs, outputs = detector_tensors(gen.served)
         stage = TensorRTStage(
             name=opts.name, max_batch_size=opts.max_batch_size, inputs=inputs, outputs=outputs,
             comment=("detector: TensorRT plan" + (" with NMS inside (EfficientNMS)" if gen.engine_nms else "")

@@ -11,7 +11,8 @@ from typing import List, Sequence
 
 import numpy as np
 
-from .base import Candidates, Layout, LayoutMismatch, OutputDims, OutputShape, cxcywh_to_xyxy, top_candidates
+from .base import (FLOATS, Candidates, Layout, LayoutMismatch, OutputShape, OutputSpec, check_dtype,
+                   cxcywh_to_xyxy, top_candidates)
 
 
 class AnchorFree(Layout):
@@ -22,11 +23,16 @@ class AnchorFree(Layout):
     num_outputs = 1
     outputs_text = "one output [N, 4+C, A] (boxes + class scores)"
 
-    def output_shape(self, outputs: List[OutputDims]) -> OutputShape:
-        name, dims = outputs[0]
+    def output_shape(self, outputs: List[OutputSpec]) -> OutputShape:
+        name, dims, _ = outputs[0]
         if len(dims) != 3 or dims[1] is None or dims[2] is None or dims[1] < 5:
             raise LayoutMismatch(f"output {name!r} must be [N, 4+C, A] with fixed C and A, got {dims}")
+        check_dtype(outputs[0], FLOATS)
         return OutputShape(num_classes=dims[1] - 4, num_candidates=dims[2])
+
+    def plausible(self, shape: OutputShape) -> bool:
+        """A real head has more anchors than fields per anchor (``[N, 84, 8400]``, not ``[N, 300, 6]``)."""
+        return shape.num_candidates > 4 + shape.num_classes
 
     def decode(self, outputs: Sequence[np.ndarray], score_threshold: float, max_candidates: int) -> Candidates:
         """One pass over the class scores (their max per anchor); the winning class and the box

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List
 
-from .base import Runner
+from .base import FixedBatch, Runner
 from .onnxruntime_runner import OnnxRuntimeRunner
 
-__all__ = ["Runner", "open_runner", "register_runner", "runner_names"]
+__all__ = ["FixedBatch", "Runner", "open_runner", "register_runner", "runner_names"]
 
 RunnerFactory = Callable[..., Runner]
 _RUNNERS: Dict[str, RunnerFactory] = {}
