@@ -12,7 +12,7 @@ FOLDER = click.Path(file_okay=False, path_type=Path)
 @click.command()
 @click.option("--out", type=FOLDER, default=Path("model_repository"), show_default=True,
               help="Repository folder (a previous tritonforge repository there is replaced).")
-@click.option("--quick", is_flag=True, help="A small budget (about 2 minutes) for a first look and the tests.")
+@click.option("--quick", is_flag=True, help="A small budget (3 to 4 minutes on 2 cores) for a first look and the tests.")
 @click.option("--work", type=FOLDER, default=None,
               help="Keep data, checkpoints and ONNX here (default: a temporary folder).")
 @click.option("--epochs", type=int, default=None, help="Override the budget's training epochs.")

@@ -11,6 +11,7 @@ dataset must load in Ultralytics unchanged, with the counts our reader sees.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +116,18 @@ def test_served_detections_match_ultralytics(peer, served, name):
     pairs = sum(matched(theirs[n], ours[n]) for n in case["usable"])
     assert pairs >= MIN_MATCHED * total_theirs, f"{name}: {pairs} of Ultralytics' {total_theirs} matched"
     assert pairs >= MIN_MATCHED * total_ours, f"{name}: {pairs} of our {total_ours} matched"
+    _report(name=name, images=len(case["usable"]), ultralytics=total_theirs, ours=total_ours, matched=pairs,
+            map50_95_onnx=onnx_eval["map50_95"], map50_95_url=url_eval["map50_95"])
     assert onnx_eval["map50_95"] == pytest.approx(url_eval["map50_95"], abs=1e-4)
     assert onnx_eval["map50"] == pytest.approx(url_eval["map50"], abs=1e-4)
+
+
+def _report(**figures) -> None:
+    """With TRITONFORGE_INTEROP_REPORT=FILE, append the case's figures to FILE (JSON lines)."""
+    path = os.environ.get("TRITONFORGE_INTEROP_REPORT")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(figures) + "\n")
 
 
 def test_ultralytics_reads_our_synthetic_dataset(peer):

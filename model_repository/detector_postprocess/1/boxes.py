@@ -1,22 +1,30 @@
-"""Detector output decoding and class-aware NMS for a whole batch.
+"""Class-aware NMS and padded detections for a whole batch.
 
-Decoding (best class per anchor, threshold, top-K, gather) is vectorized over the batch
-in numpy: it reads the big ``[B, 4 + C, A]`` tensor once. NMS then runs on each image's
-few candidates with OpenCV's class-aware ``cv2.dnn.NMSBoxesBatched`` (C++), or with an
-exact greedy pass vectorized over the batch (numpy) where OpenCV is missing; both keep
-the same detections (tests/unit/test_boxes.py). Measured in benchmarks/nms.py.
+The detector's outputs are decoded by their output layout (``layouts/``, vectorized
+over the batch: the anchor-free decode reads the big ``[B, 4 + C, A]`` tensor once).
+Where the model has no NMS of its own (the layout's ``needs_nms``), NMS then runs on
+each image's few candidates with OpenCV's class-aware ``cv2.dnn.NMSBoxesBatched`` (C++),
+or with an exact greedy pass vectorized over the batch (numpy) where OpenCV is missing;
+both keep the same detections (tests/unit/test_boxes.py). Measured in benchmarks/nms.py.
+Layouts that end in NMS or are NMS-free only keep their best ``max_detections``.
 
-Input follows the output contract: ``raw [B, 4 + C, A]`` with boxes as cx, cy, w, h in
-letterboxed pixels and class probabilities. Output is fixed-size and padded, like
-TensorRT's EfficientNMS: ``num [B]``, ``boxes [B, D, 4]`` (x1, y1, x2, y2 in original
-image pixels), ``scores [B, D]``, ``classes [B, D]`` (-1 in padding).
+Output is fixed-size and padded, like TensorRT's EfficientNMS: ``num [B]``,
+``boxes [B, D, 4]`` (x1, y1, x2, y2 in original image pixels), ``scores [B, D]``,
+``classes [B, D]`` (-1 in padding).
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple, Union
 
 import numpy as np
+
+try:  # as part of the generator package (tests, offline use)
+    from .layouts import DEFAULT_LAYOUT, Candidates, Layout, get_layout
+    from .letterbox import letterbox_boxes, unletterbox  # noqa: F401 (letterbox_boxes: re-exported)
+except ImportError:  # inside Triton: the modules are copied beside this file
+    from layouts import DEFAULT_LAYOUT, Candidates, Layout, get_layout
+    from letterbox import letterbox_boxes, unletterbox  # noqa: F401
 
 try:
     import cv2
@@ -85,33 +93,30 @@ def opencv_keep(xyxy: np.ndarray, classes: np.ndarray, valid: np.ndarray, scores
     return keep
 
 
-def postprocess(raw: np.ndarray, transforms: np.ndarray, score_threshold: float = 0.25,
-                iou_threshold: float = 0.45, max_detections: int = 100,
-                max_candidates: int = 1024) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def postprocess(outputs: Union[np.ndarray, Sequence[np.ndarray]], transforms: np.ndarray,
+                score_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100,
+                max_candidates: int = 1024, layout: Union[str, Layout] = DEFAULT_LAYOUT,
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode + NMS + map boxes back to original pixels, for a whole batch.
 
-    One pass over the class scores (their max per anchor); the winning class is looked
-    up only for the candidates above the threshold.
+    ``outputs`` is the detector's output (one array) or all its outputs in graph order;
+    ``layout`` (a name, or a configured :class:`layouts.Layout` from ``get_layout(name,
+    height=..., width=..., scores=...)``) says how they decode. NMS runs only when the
+    layout asks for it (``needs_nms``); otherwise the model already keeps one box per
+    object and the best ``max_detections`` valid candidates (decoded best first) are kept.
     """
-    raw = np.ascontiguousarray(raw, dtype=np.float32)
-    b, fields, anchors = raw.shape
-    conf = raw[:, 4:, :].max(axis=1)  # [B, A]
-    candidate = conf > score_threshold
-    k = int(min(max_candidates, candidate.sum(axis=1).max(initial=0)))
-    order = np.argsort(np.where(candidate, -conf, np.inf), axis=1, kind="stable")[:, :k]
-    rows = np.arange(b)[:, None]
-    conf_k, valid = conf[rows, order], candidate[rows, order]
-    # one flat gather of the candidates' fields: [B, 4 + C, K]
-    flat = (rows * (fields * anchors))[:, None, :] + (np.arange(fields) * anchors)[None, :, None] + order[:, None, :]
-    picked = raw.reshape(-1).take(flat)
-    cls_k = picked[:, 4:, :].argmax(axis=1)  # [B, K]
-    cx, cy, w, h = picked[:, 0], picked[:, 1], picked[:, 2] / 2, picked[:, 3] / 2
-    xyxy = np.stack((cx - w, cy - h, cx + w, cy + h), axis=-1)
+    decoder = layout if isinstance(layout, Layout) else get_layout(layout)
+    arrays = [outputs] if isinstance(outputs, np.ndarray) else list(outputs)
+    cand = decoder.decode(arrays, score_threshold, max_candidates)
+    keep = nms_keep(cand, iou_threshold) if decoder.needs_nms else cand.valid
+    return _gather(keep, cand.xyxy, cand.scores, cand.classes, transforms, max_detections)
+
+
+def nms_keep(cand: Candidates, iou_threshold: float) -> np.ndarray:
+    """``[B, K]`` candidates kept by class-aware NMS: OpenCV's where it is installed, else numpy."""
     if cv2 is not None:
-        keep = opencv_keep(xyxy, cls_k, valid, conf_k, iou_threshold)
-    else:
-        keep = greedy_keep(xyxy, cls_k, valid, iou_threshold)
-    return _gather(keep, xyxy, conf_k, cls_k, transforms, max_detections)
+        return opencv_keep(cand.xyxy, cand.classes, cand.valid, cand.scores, iou_threshold)
+    return greedy_keep(cand.xyxy, cand.classes, cand.valid, iou_threshold)
 
 
 def _gather(keep, xyxy, conf, cls, transforms, max_det):
@@ -128,28 +133,6 @@ def _gather(keep, xyxy, conf, cls, transforms, max_det):
     out_scores[bi, slot] = conf[bi, ki]
     out_classes[bi, slot] = cls[bi, ki]
     return num, out_boxes, out_scores, out_classes
-
-
-def unletterbox(xyxy: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """Boxes in letterboxed pixels -> original pixels, clipped to the image.
-
-    ``transform`` rows are (scale, pad_x, pad_y, width, height); shapes broadcast.
-    """
-    scale, pad_x, pad_y, w, h = (transform[..., i:i + 1] for i in range(5))
-    x = (xyxy[..., 0::2] - pad_x) / scale
-    y = (xyxy[..., 1::2] - pad_y) / scale
-    x = np.clip(x, 0, w)
-    y = np.clip(y, 0, h)
-    return np.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), axis=-1).astype(np.float32)
-
-
-def letterbox_boxes(xyxy: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """Inverse of ``unletterbox`` (without clipping): original pixels -> letterboxed pixels."""
-    scale, pad_x, pad_y = (transform[..., i:i + 1] for i in range(3))
-    out = np.array(xyxy, dtype=np.float32, copy=True)
-    out[..., 0::2] = out[..., 0::2] * scale + pad_x
-    out[..., 1::2] = out[..., 1::2] * scale + pad_y
-    return out
 
 
 def rescale_detections(num: np.ndarray, xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray,

@@ -1,11 +1,27 @@
 """Triton Python-backend model: encoded images -> letterboxed CHW tensors + transforms.
 
-Input ``IMAGE`` (BYTES, ``[n, 1]`` per request). Outputs ``PREPROCESSED`` (FP32
-``[n, 3, H, W]``) and ``TRANSFORM`` (FP32 ``[n, 5]``: scale, pad_x, pad_y, width,
-height). H and W come from the config parameters. An image that cannot be decoded, or whose
-header claims more pixels than the ``max_pixels`` parameter allows (checked before
-decoding), fails its own request only, with a message naming the item.
+Input: ``IMAGE`` BYTES ``[n, 1]`` (one encoded JPEG/PNG/BMP/GIF/WebP per batch item).
+
+Outputs: ``PREPROCESSED`` FP32 or FP16 (the ``dtype`` parameter) ``[n, 3, H, W]`` (padded
+with 114, then in the input format below: by default RGB, 0..1) and ``TRANSFORM`` FP32
+``[n, 5]`` (scale, pad_x, pad_y, width, height: ``letterbox.transform_row``).
+
+Parameters (config.pbtxt), defaults in ``PARAMETERS``:
+
+- ``height``, ``width``: the model input size, required;
+- ``dtype`` (``FP32``): ``FP16`` for a detector with float16 input;
+- ``max_pixels`` (50000000): an image whose header claims more pixels is refused
+  before decoding;
+- the input format, ``((pixel RGB-or-BGR uint8) * scale - mean) / std`` per channel
+  (``imaging.PixelFormat``): ``scale`` (0.00392156862745098, i.e. 1/255; 1 for 0..255
+  input), ``channel_order`` (RGB, or BGR), ``mean`` (0,0,0) and ``std`` (1,1,1), one
+  value per network input channel in units of pixel * scale.
+
+An image that cannot be decoded, or is over ``max_pixels``, fails its own request only,
+with a message naming the item (``IMAGE[i]: ...``).
 """
+
+from typing import Dict, Optional
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -16,16 +32,29 @@ except ImportError:  # inside Triton: the modules are copied beside this file
     import imaging
     import stage_utils
 
+PARAMETERS: Dict[str, Optional[str]] = {
+    "height": None,
+    "width": None,
+    "dtype": "FP32",
+    "max_pixels": str(imaging.DEFAULT_MAX_PIXELS),
+    "scale": repr(imaging.DEFAULT_FORMAT.scale),
+    "channel_order": "RGB",
+    "mean": "0,0,0",
+    "std": "1,1,1",
+}
+FORMAT_PARAMETERS = ("scale", "channel_order", "mean", "std")
+
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = stage_utils.read_parameters(args)
+        params = stage_utils.read_parameters(args, PARAMETERS)
         self.height = int(params["height"])
         self.width = int(params["width"])
-        self.max_pixels = imaging.pixel_limit(params.get("max_pixels"))
+        self.max_pixels = imaging.pixel_limit(params["max_pixels"])
         self.input_name = "IMAGE"
         # the detector may take float16 input (an FP16 ONNX); the config says which
-        self.dtype = np.float16 if params.get("dtype", "FP32") == "FP16" else np.float32
+        self.dtype = np.float16 if params["dtype"] == "FP16" else np.float32
+        self.input_format = imaging.parse_pixel_format(*(params[key] for key in FORMAT_PARAMETERS))
 
     def execute(self, requests):
         return [self._one(request) for request in requests]
@@ -35,7 +64,8 @@ class TritonPythonModel:
         images, transforms = [], []
         for index, item in enumerate(items.reshape(-1)):
             try:
-                chw, transform = imaging.preprocess_bytes(item, self.height, self.width, self.max_pixels)
+                chw, transform = imaging.preprocess_bytes(item, self.height, self.width, self.max_pixels,
+                                                              self.input_format)
             except Exception as exc:  # anything about one item fails its own request, never the batch
                 return pb_utils.InferenceResponse(
                     output_tensors=[], error=stage_utils.bad_input(pb_utils, imaging.item_error(self.input_name, index, exc))
