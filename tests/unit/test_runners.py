@@ -126,7 +126,8 @@ def _args(parameters, outputs, repo, name="detector"):
 def test_detector_stage_declares_its_parameters(pb_utils):
     from generator.runtime import detector
 
-    assert detector.PARAMETERS == {"onnx_file": "model.onnx", "intra_op_threads": "0", "runtime": "onnxruntime"}
+    assert detector.PARAMETERS == {"onnx_file": "model.onnx", "intra_op_threads": "0", "runtime": "onnxruntime",
+                                   "fixed_batch": "0"}
     for name, default in detector.PARAMETERS.items():
         assert f"``{name}`` = \"{default}\"" in detector.__doc__
 
