@@ -24,6 +24,11 @@ def _scheme(url: str) -> Tuple[str, Optional[str], bool]:
     return url, None, False
 
 
+def default_protocol(url: str, protocol: Optional[str] = None) -> str:
+    """``protocol`` if given, else the one the URL's scheme names, else gRPC."""
+    return protocol or _scheme(url)[1] or "grpc"
+
+
 def _split_url(url: str, protocol: str) -> Tuple[str, bool]:
     """``host:port`` (default port of ``protocol`` added) and whether the scheme asks for TLS."""
     rest, _, tls = _scheme(url)
@@ -117,8 +122,7 @@ def make_options(url: str, protocol: Optional[str], model: str, model_version: s
                  shared_memory: bool = False, cuda_device: int = 0) -> ClientOptions:
     """Check every setting, naming the one at fault; the protocol defaults to the URL's scheme, else gRPC."""
     _, scheme_protocol, scheme_tls = _scheme(url)
-    if protocol is None:
-        protocol = scheme_protocol or "grpc"
+    protocol = default_protocol(url, protocol)
     if protocol not in _DEFAULT_PORT:
         raise ClientConfigError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
     if scheme_protocol and scheme_protocol != protocol:

@@ -125,10 +125,14 @@ def run_level(url: str, protocol: str, model: str, images: Sequence[bytes], conc
     return row
 
 
-def run_load(url: str, protocol: str = "grpc", model: str = "detector_ensemble", levels: Sequence[int] = (1, 2, 4, 8, 16),
+def run_load(url: str, protocol: Optional[str] = None, model: str = "detector_ensemble", levels: Sequence[int] = (1, 2, 4, 8, 16),
              duration: float = 10.0, images: Optional[Sequence[bytes]] = None, transport: str = "network",
              progress: bool = True, echo: Callable[[str], None] = print) -> dict:
-    """Every level in turn; returns ``{"endpoint": ..., "levels": [rows]}``."""
+    """Every level in turn; returns ``{"endpoint": ..., "levels": [rows]}``. ``protocol`` None: the
+    URL's scheme says (``http://``, ``grpc://``), else gRPC, as the SDK decides it."""
+    from client.options import default_protocol
+
+    protocol = default_protocol(url, protocol)
     if duration <= 0:
         raise UsageError(f"--duration must be > 0 seconds, got {duration}")
     images = list(images) if images is not None else load_images(None)

@@ -127,10 +127,10 @@ def bench_variants(variants, data, split, out, as_json, **reading) -> None:
 @_apply(_load_options() + _report_options("load.json and load.png"))
 def bench_load(url, protocol, model, concurrency, duration, shm, images_dir, out, as_json) -> None:
     """Served: the endpoint at URL under load (host:port; grpc:// or http:// schemes too), level by level."""
+    from client.options import default_protocol
     from generator.loadtest import format_load_table, load_images, parse_levels, run_load, write_load_report
 
-    # TODO(integrate): the scheme -> protocol default belongs to generator.loadtest (no owner in this refactor)
-    protocol = protocol or ("http" if url.startswith(("http://", "https://")) else "grpc")
+    protocol = default_protocol(url, protocol)  # the SDK's own rule, so the report names what it used
     result = run_load(url, protocol, model, parse_levels(concurrency), duration, load_images(images_dir),
                       "shm" if shm else "network", progress=not as_json, echo=echo_unless(as_json))
     if out is not None:

@@ -133,19 +133,3 @@ def _gather(keep, xyxy, conf, cls, transforms, max_det):
     out_scores[bi, slot] = conf[bi, ki]
     out_classes[bi, slot] = cls[bi, ki]
     return num, out_boxes, out_scores, out_classes
-
-
-def rescale_detections(num: np.ndarray, xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                       transforms: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Padded detections already through NMS (TensorRT's EfficientNMS inside the plan),
-    boxes in letterboxed pixels -> the same layout as ``postprocess``: boxes in original
-    pixels, padding zeroed with class -1."""
-    num = np.asarray(num, dtype=np.int32).reshape(-1)
-    b, d = np.asarray(scores).shape
-    num = np.clip(num, 0, d)
-    real = np.arange(d)[None, :] < num[:, None]  # [B, D]
-    boxes = unletterbox(np.asarray(xyxy, np.float32), np.asarray(transforms, np.float32)[:, None, :])
-    boxes = np.where(real[..., None], boxes, np.float32(0))
-    out_scores = np.where(real, np.asarray(scores, np.float32), np.float32(0))
-    out_classes = np.where(real, np.asarray(classes).astype(np.int32), np.int32(-1))
-    return num, boxes.astype(np.float32), out_scores.astype(np.float32), out_classes.astype(np.int32)

@@ -72,6 +72,7 @@ class Target:
     options_class: Type[RepositoryOptions] = RepositoryOptions  # the options this target understands
     defaults: Dict[str, object] = {}  # option defaults of this target over the options class's own
     refused: Dict[str, str] = {}  # option field -> why this target refuses it (more helpful than "unknown")
+    pads_fixed_batch = False  # whether the detector stage pads batches to a graph's fixed batch
     runs_trt_plugins = False  # whether its detector runtime runs TensorRT-only nodes (EfficientNMS_TRT)
 
     def check_options(self, opts: RepositoryOptions) -> None:
@@ -86,8 +87,6 @@ class Target:
             able = sorted(t.name for t in targets().values() if t.runs_trt_plugins)
             raise UsageError(f"{onnx} contains TensorRT's EfficientNMS_TRT node, which only TensorRT runs: "
                              f"use {' or '.join(f'--target {name}' for name in able)}")
-
-    pads_fixed_batch = False  # whether the detector stage pads batches to a graph's fixed batch
 
     def settles_batch(self, opts: RepositoryOptions) -> bool:
         """Whether the ONNX's batch axis decides the batch (``generator.repository.batch``);
