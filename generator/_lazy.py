@@ -18,6 +18,7 @@ _EXTRA = {
     "torch_pruning": "compress",
     "matplotlib": "compress",
     "pytriton": "server",
+    "openvino": "server",
     "tensorrt": "gpu",
     "pycuda": "gpu",
     "tritonclient.http": "client",

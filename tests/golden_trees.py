@@ -69,15 +69,22 @@ def golden_options(case: str = "embedded", work: Path = Path(".")):
 
 
 def build(case: str, work: Path, out: Path) -> Dict[str, Path]:
-    """Generate the repository of ``case`` into ``out``; returns its inputs (``onnx``, ``plan``)."""
+    """Generate the repository of ``case`` into ``out``; returns its inputs (``onnx``, ``onnx-uint8``
+    for the uint8 hand-off, ``plan``)."""
     sys.path.insert(0, str(Path(__file__).parent / "models"))
     import make_models
+    from generator.export.input_format import InputFormat
     from generator.repository.generate import generate
 
     onnx = make_models.contract_onnx(Path(work) / "contract.onnx")
     opts = golden_options(case, work)
     generate(onnx, CASES[case][0], out, opts)
     inputs = {"onnx": onnx}
+    if getattr(opts, "handoff", None) == "uint8":  # the detector ships the ONNX with its input format folded in
+        from generator.export.uint8_input import folded_bytes
+
+        inputs["onnx-uint8"] = Path(work) / "contract-uint8.onnx"
+        inputs["onnx-uint8"].write_bytes(folded_bytes(onnx, InputFormat()))
     if getattr(opts, "plan", None) is not None:
         inputs["plan"] = Path(opts.plan)
     return inputs
@@ -102,7 +109,7 @@ def sha256(path: Path) -> str:
 
 def source_candidates(inputs: Dict[str, Path]) -> Dict[str, Path]:
     """Sources a verbatim file may be a copy of: ``generator/runtime/**.py``, the CUDA
-    kernels, and the case's inputs (``input:onnx``, ``input:plan``)."""
+    kernels, and the case's inputs (``input:onnx``, ``input:onnx-uint8``, ``input:plan``)."""
     found = {p.relative_to(ROOT).as_posix(): p for p in sorted((ROOT / "generator" / "runtime").rglob("*.py"))
              if "__pycache__" not in p.parts}
     found.update({p.relative_to(ROOT).as_posix(): p for p in sorted((ROOT / "templates" / "cuda").glob("*.cu"))})

@@ -69,6 +69,9 @@ def _variants_options(hidden: bool = False) -> List[Callable]:
     return [
         click.option("--data", default=None, hidden=hidden, help="Dataset for mAP (data YAML, folder, or COCO JSON)."),
         click.option("--split", default="val", show_default=True, hidden=hidden),
+        click.option("--runtimes", default=None, hidden=hidden,
+                     help="Runtimes, comma-separated (pytorch, torchscript, onnxruntime, openvino, openvino-bf16) "
+                          "[every one available for each variant on this host]."),
         *reading_option_list(hidden),
     ]
 
@@ -102,7 +105,7 @@ VARIANTS_HELP = "NAME=PATH pairs, comma-separated (checkpoints .pt, ONNX files, 
 @click.command("variants")
 @click.argument("variants", metavar="NAME=PATH[,NAME=PATH...]")
 @_apply(_variants_options() + _report_options("report.json and report.png"))
-def bench_variants(variants, data, split, out, as_json, **reading) -> None:
+def bench_variants(variants, data, split, runtimes, out, as_json, **reading) -> None:
     """Offline: VARIANTS side by side, one row per runtime (params, GFLOPs, latency, mAP).
 
     VARIANTS: NAME=PATH pairs, comma-separated (checkpoints .pt, ONNX files, TensorRT plans .plan/.engine).
@@ -113,7 +116,7 @@ def bench_variants(variants, data, split, out, as_json, **reading) -> None:
     from generator.report import format_table, write_report
 
     rows = run_variants(variants, Path(data), split, echo=echo_unless(as_json),
-                        read_options=read_options(**reading))
+                        read_options=read_options(**reading), runtimes=runtimes)
     if out is not None:
         write_report(rows, out)
     if as_json:

@@ -10,7 +10,7 @@ import click
 
 from generator.cli.common import field_default, json_option, print_json, protocol_option
 from generator.export.tensorrt.options import PRECISIONS
-from generator.repository.options import RepositoryOptions
+from generator.repository.options import HANDOFFS, RUNTIME_CHOICES, RepositoryOptions
 from generator.cli.onnx_options import onnx_reading_options, read_options
 from generator.repository.targets.tensorrt import NMS_MODES
 
@@ -51,11 +51,20 @@ def _default(name: str):
 @click.option("--dla-core", type=int, default=None, help="jetson: build the plan for this DLA core (GPU fallback).")
 @click.option("--calib-cache", type=FILE, default=None,
               help="gpu/jetson int8 without Q/DQ: TensorRT calibration cache (tritonforge quantize --trt-cache).")
+@click.option("--runtime", type=click.Choice(RUNTIME_CHOICES), default=None,
+              help="embedded/cpu: what runs the detector [onnxruntime]; auto measures the candidates here "
+                   "and records the figures in tritonforge.json.")
+@click.option("--torchscript", type=FILE, default=None,
+              help="--runtime torchscript/auto: the traced detector [the ONNX's sibling <stem>.torchscript].")
+@click.option("--handoff", type=click.Choice(HANDOFFS), default=None,
+              help="embedded/cpu: uint8 hands the detector the letterboxed pixels and folds the input format "
+                   "into its graph (4x fewer bytes between stages); float does it in the preprocess [uint8].")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @onnx_reading_options()
 def generate(onnx_path, target, out, name, max_batch, instances, preprocess_instances, queue_delay_us,
              no_dynamic_batching, score_threshold, iou_threshold, max_detections, labels, max_image_pixels, plan,
-             precision, nms, opt_batch, workspace_mib, dla_core, calib_cache, force, **reading) -> None:
+             precision, nms, opt_batch, workspace_mib, dla_core, calib_cache, runtime, torchscript, handoff,
+             force, **reading) -> None:
     """Write a Triton model repository (preprocess -> detector -> postprocess, ensemble)."""
     from generator.repository.generate import generate as run, read_labels
     from generator.repository.targets import options_for
@@ -66,8 +75,10 @@ def generate(onnx_path, target, out, name, max_batch, instances, preprocess_inst
         dynamic_batching=not no_dynamic_batching, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, labels=read_labels(labels), max_image_pixels=max_image_pixels, plan=plan,
         precision=precision, nms=nms, opt_batch=opt_batch, workspace_mib=workspace_mib, dla_core=dla_core,
-        calib_cache=calib_cache)
-    _report_repository(run(onnx_path, target, out, opts, force=force, reading=read_options(**reading)))
+        calib_cache=calib_cache, runtime=runtime, torchscript=torchscript, handoff=handoff)
+    repo = run(onnx_path, target, out, opts, force=force, reading=read_options(**reading))
+    _report_repository(repo)
+    _report_runtime(repo.path)
 
 
 def _report_repository(repo) -> None:
@@ -81,6 +92,21 @@ def _report_repository(repo) -> None:
         click.echo(f"batch axis: {repo.batch_note}")
     for step in repo.next_steps:
         click.echo(f"next: {step}")
+
+
+def _report_runtime(path: Path) -> None:
+    """The runtime line, when --runtime was given: what runs the detector, and for auto why."""
+    import json
+
+    entry = json.loads((Path(path) / "tritonforge.json").read_text()).get("runtime")
+    if not entry:
+        return
+    click.echo(f"runtime: {entry['chosen']}" + (f" (requested {entry['requested']})"
+                                                 if entry["requested"] != entry["chosen"] else ""))
+    for name, figures in entry.get("candidates", {}).items():
+        click.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    if "how" in entry:
+        click.echo(f"  how: {entry['how']}")
 
 
 @click.command()

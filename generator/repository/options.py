@@ -96,3 +96,42 @@ class RepositoryOptions:
         for key in self.file_fields:
             out[key] = Path(out[key]).name if out[key] is not None else None
         return out
+
+
+# --runtime values of the CPU targets (embedded, cpu); "auto" measures them on this host
+RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16", "torchscript")
+RUNTIME_CHOICES = RUNTIMES + ("auto",)
+
+
+HANDOFFS = ("uint8", "float")
+
+
+@dataclass
+class RuntimeOptions(RepositoryOptions):
+    """Options of the CPU targets: which runtime runs the detector (``--runtime``), and the
+    TorchScript file it may need (``--torchscript``; default: the ONNX's ``<stem>.torchscript``)."""
+
+    runtime: Optional[str] = None  # None: onnxruntime, and the manifest says nothing about it
+    torchscript: Optional[Path] = None
+    # uint8: the preprocess hands the detector uint8 pixels and the detector graph does the
+    # input format (a quarter of the bytes); float: the preprocess does it (the detector's own input)
+    handoff: str = "uint8"
+
+    file_fields: ClassVar[Tuple[str, ...]] = ("torchscript",)
+    kind: ClassVar[str] = "CPU runtimes"
+
+    def checks(self) -> List[Check]:
+        return super().checks() + [
+            (self.runtime in (None,) + RUNTIME_CHOICES,
+             f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {self.runtime!r}"),
+            (self.torchscript is None or self.runtime in ("torchscript", "auto"),
+             "--torchscript is read only with --runtime torchscript or auto"),
+            (self.handoff in HANDOFFS, f"--handoff must be one of {', '.join(HANDOFFS)}, got {self.handoff!r}"),
+        ]
+
+    def describe(self) -> dict:
+        """As the base's; the runtime is recorded under the manifest's own ``runtime`` entry."""
+        out = super().describe()
+        for key in ("runtime", "torchscript", "handoff"):  # the manifest has its own entries for them
+            out.pop(key)
+        return out

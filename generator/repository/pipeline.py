@@ -24,6 +24,8 @@ from generator.runtime.letterbox import TRANSFORM_SIZE
 FileSource = Union[Path, bytes]
 
 PREPROCESS_COMMENT = "decode, letterbox (pad 114), {format}, CHW; TRANSFORM = scale, pad_x, pad_y, w, h"
+UINT8_COMMENT = ("decode, letterbox (pad 114), CHW uint8 RGB (the detector graph makes it {format}); "
+                 "TRANSFORM = scale, pad_x, pad_y, w, h")
 
 
 @dataclass
@@ -51,9 +53,10 @@ def runtime_stage_files(entry: str) -> Dict[str, FileSource]:
     return dict(stage_files(entry))
 
 
-def detector_tensors(sig: DetectorSignature) -> Tuple[List[Tensor], List[Tensor]]:
-    """The detector's own input and every raw output (graph order, their own data types)."""
-    return ([Tensor(sig.input_name, f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width))],
+def detector_tensors(sig: DetectorSignature, input_dtype: Optional[str] = None) -> Tuple[List[Tensor], List[Tensor]]:
+    """The detector's own input (``input_dtype``: the hand-off's type, e.g. ``UINT8``; default
+    the graph's) and every raw output (graph order, their own data types)."""
+    return ([Tensor(sig.input_name, f"TYPE_{input_dtype or sig.input_dtype}", (3, sig.height, sig.width))],
             [Tensor(o.name, f"TYPE_{o.dtype}", tuple(o.dims)) for o in sig.outputs])
 
 
@@ -64,15 +67,20 @@ def raw_names(count: int) -> List[str]:
 
 def preprocess_model(sig: DetectorSignature, opts: RepositoryOptions, entry: str = "preprocess.py",
                      parameters: Optional[Dict[str, str]] = None, instance_kind: str = "KIND_CPU",
-                     comment: Optional[str] = None) -> ModelDir:
-    """The preprocess stage; the ``entry`` module and extra ``parameters`` vary by target."""
+                     comment: Optional[str] = None, dtype: Optional[str] = None) -> ModelDir:
+    """The preprocess stage; the ``entry`` module and extra ``parameters`` vary by target.
+    ``dtype`` ``UINT8``: the uint8 hand-off (the detector graph applies the input format)."""
+    dtype = dtype or sig.input_dtype
+    uint8 = dtype == "UINT8"
     stage = PythonStage(
         name=f"{opts.name}_preprocess", max_batch_size=opts.max_batch_size,
         inputs=[Tensor("IMAGE", "TYPE_STRING", (1,))],
-        outputs=[Tensor("PREPROCESSED", f"TYPE_{sig.input_dtype}", (3, sig.height, sig.width)), transform_tensor()],
-        parameters={"height": str(sig.height), "width": str(sig.width), "dtype": sig.input_dtype,
-                    "max_pixels": str(opts.max_image_pixels), **sig.input_format.parameters(), **(parameters or {})},
-        comment=comment or PREPROCESS_COMMENT.format(format=sig.input_format.describe()),
+        outputs=[Tensor("PREPROCESSED", f"TYPE_{dtype}", (3, sig.height, sig.width)), transform_tensor()],
+        parameters={"height": str(sig.height), "width": str(sig.width), "dtype": dtype,
+                    "max_pixels": str(opts.max_image_pixels), **({} if uint8 else sig.input_format.parameters()),
+                    **(parameters or {})},
+        comment=comment or (UINT8_COMMENT.format(format=sig.input_format.describe()) if uint8
+                            else PREPROCESS_COMMENT.format(format=sig.input_format.describe())),
         instance_count=opts.preprocess_instances, instance_kind=instance_kind, dynamic_batching=batching(opts),
     )
     return ModelDir(stage, runtime_stage_files(entry))

@@ -118,6 +118,24 @@ class OnnxRuntimeStage(BatchedStage):
 
 
 @dataclass
+class OpenVinoStage(BatchedStage):
+    """``backend: "openvino"`` reading an ONNX file (``default_model_filename``); its own
+    settings (threads, bf16, batch padding) travel as config ``parameters``."""
+
+    model_filename: str = "model.onnx"
+    template = "openvino.pbtxt.j2"
+
+
+@dataclass
+class LibTorchStage(BatchedStage):
+    """``platform: "pytorch_libtorch"``: a TorchScript file. Inputs are matched to forward()'s
+    argument names, outputs by their order in the config (names without ``__<index>``)."""
+
+    model_filename: str = "model.pt"
+    template = "libtorch.pbtxt.j2"
+
+
+@dataclass
 class TensorRTStage(BatchedStage):
     """``platform: "tensorrt_plan"``: a serialized engine in ``1/model.plan``.
 

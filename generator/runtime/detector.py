@@ -2,18 +2,21 @@
 
 The Triton server bundled with nvidia-pytriton has no ONNX Runtime backend, so the
 detector runs inside the Python backend, on the runtime the config names (ONNX Runtime on
-the CPU by default; see ``runners/``). Requests handed over together by the dynamic
-batcher run as one runner call.
+the CPU by default; OpenVINO, OpenVINO bf16, TorchScript: see ``runners/``). Requests
+handed over together by the dynamic batcher run as one runner call.
 
 Inputs (the config lists them; dims without the batch axis):
-  - the detector's image input (e.g. ``images``): FP32 or FP16, ``[3, H, W]``
+  - the detector's image input (e.g. ``images``): FP32, FP16 or UINT8, ``[3, H, W]``
 Outputs:
   - every output of the detector, in graph order, under the names and data types the
     config lists (e.g. ``output0``: FP32 or FP16, ``[4 + C, A]``)
 Parameters (config ``parameters``, with defaults):
   - ``onnx_file`` = "model.onnx": the model file, in the version folder
+  - ``model_file`` = "": the model file when it is not the ONNX (``model.torchscript`` for
+    the torchscript runtime); "" reads ``onnx_file``
   - ``intra_op_threads`` = "0": CPU threads of the runtime (0: its default, one per core)
-  - ``runtime`` = "onnxruntime": the runner that executes the model
+  - ``runtime`` = "onnxruntime": the runner that executes the model (``onnxruntime``,
+    ``openvino``, ``openvino-bf16``, ``torchscript``)
   - ``fixed_batch`` = "0": the batch size the graph was exported with when it is fixed and
     could not be made dynamic; batches are then run in chunks of it, the last one padded
     (0: the batch axis is dynamic)
@@ -33,6 +36,7 @@ except ImportError:
 
 PARAMETERS: Dict[str, Optional[str]] = {
     "onnx_file": "model.onnx",
+    "model_file": "",
     "intra_op_threads": "0",
     "runtime": "onnxruntime",
     "fixed_batch": "0",
@@ -46,7 +50,9 @@ class TritonPythonModel:
     def initialize(self, args):
         params = stage_utils.read_parameters(args, PARAMETERS)
         config = stage_utils.model_config(args)
-        path = os.path.join(args["model_repository"], args["model_version"], params["onnx_file"])
+        onnx_file, model_file = params["onnx_file"], params["model_file"]
+        model_file = model_file or onnx_file
+        path = os.path.join(args["model_repository"], args["model_version"], model_file)
         self.runner = runners.open_runner(params["runtime"], path, threads=int(params["intra_op_threads"]))
         if int(params["fixed_batch"]) > 0:
             self.runner = runners.FixedBatch(self.runner, int(params["fixed_batch"]))
@@ -54,7 +60,7 @@ class TritonPythonModel:
         self.outputs = [(o["name"], _NUMPY_TYPES.get(o.get("data_type"), np.float32)) for o in config["output"]]
         if len(self.outputs) != len(self.runner.output_names):
             raise ValueError(f"{config.get('name', 'detector')}: the config lists outputs "
-                             f"{[name for name, _ in self.outputs]} but {params['onnx_file']} has "
+                             f"{[name for name, _ in self.outputs]} but {model_file} has "
                              f"{self.runner.output_names}")
 
     def execute(self, requests):

@@ -71,7 +71,8 @@ def report(models, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("generator.runners.tensorrt_runner.tensorrt_unavailable", lambda: "tensorrt is not installed")
-        r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--json", "--out", str(out), "--variants",
+        r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--json", "--out", str(out),
+                                     "--runtimes", "pytorch,onnxruntime", "--variants",
                                      f"m={root / 'm.pt'},int8={root / 'm.int8.onnx'},"
                                      f"trt={root / 'plan' / 'model.plan'}"])
     assert r.exit_code == 0, r.output
@@ -288,7 +289,8 @@ def test_tensorrt_runner_pads_splits_and_benches_with_a_fake_tensorrt(models, tm
     (tmp_path / BUILD_INFO_NAME).write_text(json.dumps(
         {"precision": "fp16", "min_batch": 2, "opt_batch": 4, "max_batch": 4, "nms": False, "image_size": [64, 64]}))
     monkeypatch.setattr("generator.runners.tensorrt_runner.tensorrt_unavailable", lambda: None)
-    r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--json", "--variants", f"m={root / 'm.onnx'},t={plan}"])
+    r = CliRunner().invoke(cli, ["bench", "--data", str(data), "--json", "--runtimes", "onnxruntime",
+                                 "--variants", f"m={root / 'm.onnx'},t={plan}"])
     assert r.exit_code == 0, r.output
     onnx_row, trt_row = json.loads(r.output)["variants"]
     assert (trt_row["name"], trt_row["runtime"], trt_row["note"]) == ("t (tensorrt)", "tensorrt", "fp16 plan")

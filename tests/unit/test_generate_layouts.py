@@ -8,11 +8,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 from click.testing import CliRunner
 
 import shaped_onnx
 from generator.errors import UsageError
+from generator.export.input_format import InputFormat
+from generator.export.uint8_input import folded_bytes
 from generator.repository.generate import generate
 from generator.repository.render import parse_config
 from generator.repository.targets import options_for
@@ -195,7 +199,10 @@ def test_fixed_batch_kept_at_one_when_the_graph_bakes_it_in(tmp_path, target):
     if target in ("gpu", "jetson"):
         assert manifest["plan"]["spec"]["max_batch"] == 1 and manifest["plan"]["spec"]["opt_batch"] == 1
     shipped = out / "detector" / ("model.onnx" if target in ("gpu", "jetson") else "1/model.onnx")
-    assert shipped.read_bytes() == src.read_bytes()  # the graph as given
+    if target in ("gpu", "jetson"):
+        assert shipped.read_bytes() == src.read_bytes()  # the graph as given
+    else:  # the graph as given, with the input format folded in for the uint8 hand-off
+        assert shipped.read_bytes() == folded_bytes(src, InputFormat())
 
 
 def test_a_fixed_batch_above_one_that_stays_fixed_is_padded_by_the_embedded_detector(tmp_path):
@@ -230,11 +237,22 @@ def test_the_fixed_batch_runner_pads_and_drops_the_padding():
 # ---- input format ------------------------------------------------------------------------------
 
 def test_input_format_flags_reach_both_preprocess_stages(tmp_path):
+    """The float hand-off (embedded --handoff float, and the gpu target) does the format in the
+    preprocess; the uint8 hand-off folds the same format into the detector's graph."""
     src = shaped_onnx.layout_onnx("anchor-free", tmp_path / "a.onnx")
-    for target in ("embedded", "gpu"):
+    flags = ["--input-scale", "255", "--channel-order", "bgr", "--mean", "103.53,116.28,123.675",
+             "--std", "57.375,57.12,58.395"]
+    result = _cli(["--onnx", src, "--target", "embedded", "--out", tmp_path / "u8"] + flags)
+    assert result.exit_code == 0, result.output
+    assert params(config(tmp_path / "u8", "detector_preprocess"))["dtype"] == "UINT8"
+    graph = onnx.load(str(tmp_path / "u8" / "detector" / "1" / "model.onnx")).graph
+    consts = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in graph.initializer if t.name.startswith("images_")}
+    assert consts["images_scale"] == 1.0 and consts["images_bgr"] == [2, 1, 0]
+    assert np.allclose(np.ravel(consts["images_mean"]), [103.53, 116.28, 123.675])
+    assert np.allclose(np.ravel(consts["images_std"]), [57.375, 57.12, 58.395])
+    for target, extra in (("embedded", ["--handoff", "float"]), ("gpu", [])):
         out = tmp_path / target
-        result = _cli(["--onnx", src, "--target", target, "--out", out, "--input-scale", "255",
-                       "--channel-order", "bgr", "--mean", "103.53,116.28,123.675", "--std", "57.375,57.12,58.395"])
+        result = _cli(["--onnx", src, "--target", target, "--out", out] + flags + extra)
         assert result.exit_code == 0, result.output
         pre = params(config(out, "detector_preprocess"))
         assert {k: pre[k] for k in ("scale", "channel_order", "mean", "std")} == {
@@ -243,6 +261,6 @@ def test_input_format_flags_reach_both_preprocess_stages(tmp_path):
 
 
 def test_default_input_format_is_written_explicitly(layout_repo):
-    pre = params(config(layout_repo("anchor-free"), "m_preprocess"))
+    pre = params(config(layout_repo("anchor-free", "gpu"), "m_preprocess"))  # a float hand-off
     assert {k: pre[k] for k in ("scale", "channel_order", "mean", "std")} == {
         "scale": "0.00392156862745098", "channel_order": "RGB", "mean": "0,0,0", "std": "1,1,1"}

@@ -7,7 +7,7 @@ import pytest
 from generator.errors import UsageError
 from generator.repository import generate as generate_module
 from generator.repository.generate import generate
-from generator.repository.options import RepositoryOptions
+from generator.repository.options import RepositoryOptions, RuntimeOptions
 from generator.repository.targets import Target, get_target, options_for, registry, target_names
 from generator.repository.targets.gpu import GpuOptions
 from generator.repository.targets.jetson import JetsonOptions
@@ -20,8 +20,8 @@ def field_names(cls):
 
 def test_builtin_targets_and_their_options_classes():
     assert {"embedded", "cpu", "gpu", "jetson"} <= set(target_names())
-    assert get_target("embedded").options_class is RepositoryOptions
-    assert get_target("cpu").options_class is RepositoryOptions
+    assert get_target("embedded").options_class is RuntimeOptions  # --runtime, --torchscript
+    assert get_target("cpu").options_class is RuntimeOptions
     assert get_target("gpu").options_class is GpuOptions
     assert get_target("jetson").options_class is JetsonOptions
 
@@ -39,7 +39,7 @@ def test_options_for_applies_target_defaults_and_ignores_what_was_not_given():
     assert isinstance(jetson, JetsonOptions)
     assert (jetson.max_batch_size, jetson.preprocess_instances, jetson.workspace_mib) == (4, 1, 1024)
     assert options_for("jetson", max_batch_size=2).max_batch_size == 2  # what the user gave wins
-    assert options_for("gpu").workspace_mib == 2048 and options_for("embedded") == RepositoryOptions()
+    assert options_for("gpu").workspace_mib == 2048 and options_for("embedded") == RuntimeOptions()
 
 
 @pytest.mark.parametrize("target, given, message", [

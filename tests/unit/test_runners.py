@@ -39,14 +39,14 @@ class Recording(Runner):
 def test_builtin_runtimes_are_registered():
     import generator.runners as library
 
-    assert "onnxruntime" in registry.runner_names()
+    assert {"onnxruntime", "openvino", "openvino-bf16", "torchscript"} <= set(registry.runner_names())
     assert {"onnxruntime", "torch", "tensorrt"} <= set(library.runner_names())
     assert library.runner_names() == sorted(library.runner_names())
 
 
 def test_unknown_runtime_names_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown runtime 'openvino'; known runtimes: .*onnxruntime"):
-        registry.open_runner("openvino", "model.xml")
+    with pytest.raises(ValueError, match=r"unknown runtime 'tvm'; known runtimes: .*onnxruntime"):
+        registry.open_runner("tvm", "model.so")
 
 
 def test_duplicate_runner_is_rejected(scratch_registry):
@@ -102,14 +102,21 @@ def test_torch_runner_takes_a_module_and_lists_its_outputs():
     np.testing.assert_allclose(mean, x.mean(axis=(2, 3)), rtol=1e-6)
 
 
+def _imported(nodes):
+    for node in nodes:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        yield from (n.split(".")[0] for n in names)
+
+
 def test_shipped_runners_import_nothing_from_the_generator():
-    """``runners/`` is copied into repositories, where ``generator`` does not exist."""
+    """``runners/`` is copied into repositories, where ``generator`` does not exist; runtime
+    libraries are imported only when a runner opens (never at module level)."""
     for path in RUNNERS_DIR.glob("*.py"):
         tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            assert not [n for n in names if n.split(".")[0] in ("generator", "torch", "tensorrt")], path
+        assert "generator" not in set(_imported(ast.walk(tree))), path
+        lazy = {"torch", "tensorrt", "openvino", "onnxruntime"}
+        assert not lazy & set(_imported(tree.body)), path
 
 
 # ------------------------------------------------------------------ the embedded detector stage
@@ -126,8 +133,8 @@ def _args(parameters, outputs, repo, name="detector"):
 def test_detector_stage_declares_its_parameters(pb_utils):
     from generator.runtime import detector
 
-    assert detector.PARAMETERS == {"onnx_file": "model.onnx", "intra_op_threads": "0", "runtime": "onnxruntime",
-                                   "fixed_batch": "0"}
+    assert detector.PARAMETERS == {"onnx_file": "model.onnx", "model_file": "", "intra_op_threads": "0",
+                                   "runtime": "onnxruntime", "fixed_batch": "0"}
     for name, default in detector.PARAMETERS.items():
         assert f"``{name}`` = \"{default}\"" in detector.__doc__
 
@@ -152,7 +159,8 @@ def test_detector_stage_errors_name_the_problem(pb_utils, scratch_registry, tmp_
     from generator.runtime import detector
 
     scratch_registry.register_runner("recording", Recording)
-    with pytest.raises(ValueError, match=r"unknown runtime 'nope'; known runtimes: onnxruntime, recording\b"):
+    with pytest.raises(ValueError, match=r"unknown runtime 'nope'; known runtimes: onnxruntime, openvino, "
+                                         r"openvino-bf16, recording\b"):
         detector.TritonPythonModel().initialize(_args({"runtime": "nope"}, [("a", "TYPE_FP32")], tmp_path))
     with pytest.raises(ValueError, match=r"shapes: the config lists outputs \['a'\] but m.bin has \['a', 'b'\]"):
         detector.TritonPythonModel().initialize(

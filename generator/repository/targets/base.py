@@ -32,6 +32,24 @@ class Generation:
     batch_axis: str = ""  # what the generator did about the batch axis (generator.repository.batch)
 
     @property
+    def handoff(self) -> str:
+        """The data type of the image the preprocess hands the detector: ``UINT8`` where the
+        target folds the input format into the detector graph (a quarter of the bytes of
+        float32), else the detector's own float input type."""
+        if self.target.uint8_handoff and getattr(self.opts, "handoff", "uint8") == "uint8":
+            return "UINT8"
+        return self.sig.input_dtype
+
+    def detector_onnx(self) -> FileSource:
+        """The detector's ``model.onnx`` as the repository ships it: with the input format
+        folded into the graph for the uint8 hand-off, else the ONNX itself."""
+        if self.handoff != "UINT8":
+            return self.onnx
+        from generator.export.uint8_input import folded_bytes
+
+        return folded_bytes(self.onnx, self.sig.input_format)
+
+    @property
     def served(self) -> DetectorSignature:
         """The signature of what the detector stage answers (a TensorRT plan with NMS inside
         answers EfficientNMS's outputs, not the ONNX's)."""
@@ -55,6 +73,7 @@ class Generation:
 
         info = {
             "tritonforge": __version__, "target": self.target.name, "ensemble": f"{self.opts.name}_ensemble",
+            "handoff": self.handoff,
             "backends": sorted(self.target.backends), "source_onnx": {"file": self.onnx.name, "sha256": sha256},
             "signature": {**asdict(self.sig), "names": list(self.sig.names)}, "options": self.opts.describe(),
             "batch_axis": self.batch_axis, "postprocess_layout": self.served.layout,
@@ -74,6 +93,7 @@ class Target:
     refused: Dict[str, str] = {}  # option field -> why this target refuses it (more helpful than "unknown")
     pads_fixed_batch = False  # whether the detector stage pads batches to a graph's fixed batch
     runs_trt_plugins = False  # whether its detector runtime runs TensorRT-only nodes (EfficientNMS_TRT)
+    uint8_handoff = False  # whether the detector graph takes uint8 pixels (Generation.detector_onnx)
 
     def check_options(self, opts: RepositoryOptions) -> None:
         """Refuse combinations of options this target cannot honour (after ``opts.validate``)."""
@@ -102,7 +122,7 @@ class Target:
         raise NotImplementedError(f"target {self.name!r} does not define its detector stage")
 
     def models(self, gen: Generation) -> List[ModelDir]:
-        return [preprocess_model(gen.sig, gen.opts), self.detector(gen),
+        return [preprocess_model(gen.sig, gen.opts, dtype=gen.handoff), self.detector(gen),
                 postprocess_model(gen.served, gen.opts), ensemble_model(gen.served, gen.opts)]
 
     def root_files(self, gen: Generation) -> Dict[str, FileSource]:

@@ -99,6 +99,14 @@ def letterbox(img: np.ndarray, out_h: int, out_w: int) -> Tuple[np.ndarray, np.n
     return chw, transform
 
 
+def letterbox_uint8(data: bytes, out_h: int, out_w: int, max_pixels: Optional[int] = None
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """Encoded bytes -> (``3 x out_h x out_w`` uint8 RGB, transform[5]): the uint8 hand-off,
+    where the detector graph applies the input format (``export.uint8_input``)."""
+    canvas, transform = letterbox_hwc(decode_image(data, max_pixels), out_h, out_w)
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1)), transform
+
+
 def preprocess_bytes(data: bytes, out_h: int, out_w: int, max_pixels: Optional[int] = None,
                      input_format=None) -> Tuple[np.ndarray, np.ndarray]:
     """Encoded bytes -> model input and letterbox transform (the preprocess stage's work).
