@@ -9,8 +9,9 @@ import click
 
 from generator.cli.common import field_default, invoked_command
 from generator.cli.onnx_options import onnx_reading_options, read_options
-from generator.compress.config import (CALIBRATION_SAMPLES, DEFAULT_QUANTIZE_TARGET, METHODS, QUANTIZE_TARGETS,
-                                       QuantizeConfig, quantize_target_help)
+from generator.compress.config import (CALIBRATION_SAMPLES, DEFAULT_QUANTIZE_TARGET, DEFAULT_SELECTION, METHODS,
+                                       QUANTIZE_RUNTIMES, QUANTIZE_TARGETS, SELECTIONS, QuantizeConfig,
+                                       quantize_target_help, selection_help)
 from generator.errors import UsageError
 from generator.export.tensorrt.options import CALIBRATORS, PRECISIONS, BuildOptions
 
@@ -34,7 +35,10 @@ CALIBRATION_DATA_HELP = ("Calibration images: data YAML / dataset folder / COCO 
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
 @click.option("--data", default=None, help="Dataset whose val images the check runs on (default: random input).")
 @click.option("--tolerance", type=float, default=1e-2, show_default=True, help="Max abs difference allowed.")
-def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_simplify: bool, data, tolerance) -> None:
+@click.option("--torchscript", is_flag=True,
+              help="Also write <out stem>.torchscript (torch.jit.trace), checked against PyTorch the same way.")
+def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_simplify: bool, data, tolerance,
+           torchscript: bool) -> None:
     """Export a detector to ONNX with a dynamic batch axis, checked against PyTorch."""
     from generator.export.onnx_export import check_images_from, export_onnx
     from generator.models.checkpoint import resolve_model
@@ -44,6 +48,12 @@ def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_s
     report = export_onnx(det, out, opset=opset, simplify=not no_simplify, tolerance=tolerance, check_images=images,
                          command=invoked_command())
     click.echo(report.summary())
+    if torchscript:
+        from generator.export.torchscript import export_torchscript, torchscript_path
+
+        traced = export_torchscript(det, torchscript_path(out), tolerance=tolerance, check_images=images,
+                                    command=invoked_command())
+        click.echo(traced.summary())
 
 
 @click.command()
@@ -63,16 +73,35 @@ def export(model_spec: str, out: Path, imgsz, num_classes: int, opset: int, no_s
 @click.option("--trt-cache", type=FILE, default=None,
               help="Also write a TensorRT (<= 10) calibration cache from the same statistics.")
 @click.option("--fp16", is_flag=True, help="Write an FP16 ONNX (float32 inputs/outputs) instead; needs no --data.")
+@click.option("--select", type=click.Choice(list(SELECTIONS)), default=None,
+              help=f"What else is quantized. {selection_help()} Default: {DEFAULT_SELECTION} "
+                   "(op-type for --target tensorrt).")
+@click.option("--runtime", type=click.Choice(QUANTIZE_RUNTIMES), default=field_default(QuantizeConfig, "runtime"),
+              show_default=True, help="Runtime the model will run on: --select measured times it there, "
+                                      "--max-drop validates there.")
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
+              help="Threads of --runtime while measuring (0: the runtime's default); match deployment.")
+@click.option("--max-drop", type=float, default=None,
+              help="Accuracy control: absolute mAP50-95 drop allowed on the val split of --data (e.g. 0.01); "
+                   "the most sensitive layers return to float until the INT8 model is within it.")
 def quantize(onnx_path, data, method, per_channel, exclude, samples, target, quantize_head,
-             out, trt_cache, fp16, **reading):
+             out, trt_cache, fp16, select, runtime, threads, max_drop, **reading):
     """INT8 post-training calibration on the CPU -> explicit Q/DQ ONNX (+ TensorRT cache).
 
     The head's output layers and the decode / TopK / NMS tail after them stay float, for
     every output layout; the model's metadata (class names, size, layout hints) is kept.
+
+    \b
+    --select measured (default for --target cpu): times each group of quantizable nodes
+    (op type; Conv per block) on --runtime, interleaved, and keeps in float what is not
+    faster quantized (a few tens of seconds; progress printed, table in the summary).
+    --max-drop D: measures FP32 and INT8 mAP50-95 on the val split of --data, returns
+    the most sensitive layers to float until the drop is <= D; fails, writing nothing,
+    when only the FP32 model meets it. Both are recorded in <out>.quantize.json.
     """
     reading = read_options(**reading)
     if fp16:
-        if trt_cache or per_channel or exclude or quantize_head:
+        if trt_cache or per_channel or exclude or quantize_head or select or max_drop is not None:
             raise UsageError("--fp16 takes no calibration options")
         from generator.compress.quantize import convert_fp16
 
@@ -83,9 +112,23 @@ def quantize(onnx_path, data, method, per_channel, exclude, samples, target, qua
     from generator.compress.quantize import quantize_from_images
 
     cfg = QuantizeConfig.for_target(target, per_channel=per_channel, method=method, exclude=exclude,
-                                    keep_head_float=not quantize_head, trt_cache=trt_cache)
-    report = quantize_from_images(onnx_path, out, data, samples, cfg, command=invoked_command(), read_options=reading)
+                                    keep_head_float=not quantize_head, trt_cache=trt_cache,
+                                    select=_selection(select, target), runtime=runtime, threads=threads,
+                                    max_drop=max_drop)
+    report = quantize_from_images(onnx_path, out, data, samples, cfg, command=invoked_command(), read_options=reading,
+                                  echo=click.echo)
     click.echo(report.summary())
+
+
+def _selection(select, target: str) -> str:
+    """--select, defaulting to measured on CPU targets; TensorRT builds on the GPU, where a
+    CPU runtime's timings say nothing."""
+    if target == "tensorrt":
+        if select == "measured":
+            raise UsageError("--select measured times a CPU runtime; a --target tensorrt model is built and run by "
+                             "TensorRT on the GPU: use --select op-type")
+        return "op-type"
+    return select or DEFAULT_SELECTION
 
 
 @click.command()

@@ -19,6 +19,14 @@ METHODS: Dict[str, str] = {"entropy": "Entropy", "minmax": "MinMax", "percentile
 # CLI/API name -> onnxruntime.quantization.QuantType member
 QUANT_TYPES: Dict[str, str] = {"uint8": "QUInt8", "int8": "QInt8"}
 CALIBRATION_SAMPLES = 64  # images calibrated on by default
+# --select of `tritonforge quantize`: what is quantized besides the head (kept float either way)
+SELECTIONS: Dict[str, str] = {
+    "measured": "time each group of quantizable nodes (op type; Conv per block) on --runtime and keep in float "
+                "what does not get faster when quantized",
+    "op-type": "quantize every op type ONNX Runtime can (only the head and decode tail stay float)",
+}
+DEFAULT_SELECTION = "measured"  # the CLI's default; the library's is "op-type" (no timing unless asked)
+QUANTIZE_RUNTIMES = ("onnxruntime", "openvino")  # runtimes measured selection times on
 
 
 class QuantTarget(NamedTuple):
@@ -161,6 +169,12 @@ class QuantizeConfig:
     (``keep_head_float``). ``op_types``: the op types to quantize (default: all ONNX
     Runtime knows). ``trt_cache``: also write a TensorRT calibration cache, with
     ``trt_cache_header`` (default: the one matching ``method``).
+
+    ``select``: a name of ``SELECTIONS``; ``measured`` times groups of nodes on
+    ``runtime`` with ``threads`` at batch ``measure_batch`` for about ``measure_seconds``
+    and keeps float what is not faster by more than ``margin`` when quantized.
+    ``max_drop``: accuracy control, the absolute mAP50-95 drop allowed on the validation
+    split (None: off); the most sensitive layers return to float until it holds.
     """
 
     method: str = "entropy"
@@ -172,8 +186,24 @@ class QuantizeConfig:
     trt_cache: Optional[Path] = None
     op_types: Optional[Tuple[str, ...]] = None
     trt_cache_header: Optional[str] = None
+    select: str = "op-type"
+    runtime: str = "onnxruntime"
+    max_drop: Optional[float] = None
+    threads: int = 0
+    measure_batch: int = 8
+    measure_seconds: float = 30.0
+    margin: float = 0.02
 
     def __post_init__(self) -> None:
+        _check_choice(self.select, SELECTIONS, "--select")
+        if self.runtime not in QUANTIZE_RUNTIMES:
+            raise UsageError(f"unknown --runtime {self.runtime!r}; choose one of: {', '.join(QUANTIZE_RUNTIMES)}")
+        if self.max_drop is not None and not 0.0 <= float(self.max_drop) < 1.0:
+            raise UsageError(f"--max-drop is an absolute mAP50-95 drop in [0, 1), got {self.max_drop}")
+        if int(self.threads) < 0 or int(self.measure_batch) < 1 or float(self.measure_seconds) <= 0:
+            raise UsageError("--threads must be >= 0, the measurement batch >= 1 and its seconds > 0")
+        if not 0.0 <= float(self.margin) < 1.0:
+            raise UsageError(f"the timing margin must be in [0, 1), got {self.margin}")
         _check_choice(self.method, METHODS, "calibration method")
         _check_choice(self.activation_type, QUANT_TYPES, "activation type")
         _check_choice(self.weight_type, QUANT_TYPES, "weight type")
@@ -196,7 +226,8 @@ class QuantizeConfig:
         return {"method": self.method, "per_channel": self.per_channel, "activation_type": self.activation_type,
                 "weight_type": self.weight_type, "keep_head_float": self.keep_head_float,
                 "exclude": list(self.exclude), "op_types": list(self.op_types) if self.op_types else None,
-                "calibration_images": int(calibration_images)}
+                "calibration_images": int(calibration_images), "select": self.select,
+                "runtime": self.runtime if self.select == "measured" else None, "max_drop": self.max_drop}
 
 
 def quantize_target_help() -> str:
@@ -204,6 +235,12 @@ def quantize_target_help() -> str:
     return "; ".join(f"{name}: {spec.help}" for name, spec in QUANTIZE_TARGETS.items()) + "."
 
 
-__all__ = ["CALIBRATION_SAMPLES", "DEFAULT_QUANTIZE_TARGET", "DistillConfig", "KDWeights", "METHODS",
+def selection_help() -> str:
+    """``measured: ...; op-type: ...`` for the CLI's --select help."""
+    return "; ".join(f"{name}: {text}" for name, text in SELECTIONS.items()) + "."
+
+
+__all__ = ["CALIBRATION_SAMPLES", "DEFAULT_QUANTIZE_TARGET", "DEFAULT_SELECTION", "QUANTIZE_RUNTIMES", "SELECTIONS",
+           "selection_help", "DistillConfig", "KDWeights", "METHODS",
            "PruneConfig", "QUANTIZE_TARGETS", "QUANT_TYPES", "QuantTarget", "QuantizeConfig", "check_prune_args",
            "quantize_target_help"]

@@ -81,3 +81,34 @@ if __name__ == "__main__":
 
     for _name in _layouts.BUILDERS:
         print(layout_onnx(_name, out))
+
+
+def make_lively(det, calib: np.ndarray, head_gain: float = 1.0, cls_bias_mean: float = 0.0) -> None:
+    """Rescale a random-weight detector in place so its outputs depend on the image (LSUV-style:
+    every conv's output gets unit spread on ``calib``; the head's last convs ``head_gain``),
+    with class logits spread around ``cls_bias_mean``. Plain random weights give outputs that
+    are constant to 1e-6 over images, so any quantized copy would look "close" to them."""
+    import torch
+
+    model = det.model.eval()
+    last = {id(seq[-1]) for seq in list(model.head.cls) + list(model.head.box)}
+
+    def rescale(module, inputs, output):
+        if module is model.head.dfl.conv:
+            return None
+        gain = (head_gain if id(module) in last else 1.0) / output.std().clamp_min(1e-6)
+        with torch.no_grad():
+            module.weight.mul_(gain)
+            if module.bias is not None:
+                module.bias.mul_(gain)
+        return output * gain
+
+    hooks = [m.register_forward_hook(rescale) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.from_numpy(calib))
+    for h in hooks:
+        h.remove()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for seq in model.head.cls:  # class probabilities spread over 0..1
+            seq[-1].bias.copy_(torch.randn(seq[-1].bias.shape, generator=gen) * 0.5 + cls_bias_mean)

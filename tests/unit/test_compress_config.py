@@ -33,7 +33,8 @@ def test_quantize_config_records_its_options():
     assert cfg.exclude == ("/a/*",) and cfg.op_types == ("Conv",)
     assert cfg.options(10) == {"method": "minmax", "per_channel": False, "activation_type": "uint8",
                                "weight_type": "int8", "keep_head_float": True, "exclude": ["/a/*"],
-                               "op_types": ["Conv"], "calibration_images": 10}
+                               "op_types": ["Conv"], "calibration_images": 10, "select": "op-type",
+                               "runtime": None, "max_drop": None}
 
 
 @pytest.mark.parametrize("kwargs,message", [

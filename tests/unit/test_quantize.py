@@ -50,33 +50,14 @@ def lively_onnx(tmp_path_factory, calib) -> Path:
     """A yolo-n whose outputs depend on the image (random weights rescaled so every conv's
     output has unit spread, LSUV-style): tiny_yolo_onnx's random weights give outputs that
     are constant to 1e-6 over images, so any quantized copy looks "close" to them."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    from make_models import make_lively
+
     from generator.export.onnx_export import export_onnx
     from generator.models.checkpoint import build_detector
 
     det = build_detector("yolo-n", 3, S, ["circle", "rectangle", "triangle"], seed=0)
-    model = det.model.eval()
-    last = {id(seq[-1]) for seq in list(model.head.cls) + list(model.head.box)}
-
-    def rescale(module, inputs, output):
-        if module is model.head.dfl.conv:
-            return None
-        gain = (2.0 if id(module) in last else 1.0) / output.std().clamp_min(1e-6)
-        with torch.no_grad():
-            module.weight.mul_(gain)
-            if module.bias is not None:
-                module.bias.mul_(gain)
-        return output * gain
-
-    hooks = [m.register_forward_hook(rescale) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(torch.from_numpy(calib))
-    for h in hooks:
-        h.remove()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for seq in model.head.cls:  # class probabilities spread over 0..1
-            seq[-1].bias.copy_(torch.randn(seq[-1].bias.shape, generator=gen) * 0.5 - 1.0)
+    make_lively(det, calib, head_gain=2.0, cls_bias_mean=-1.0)
     path = tmp_path_factory.mktemp("lively") / "lively.onnx"
     export_onnx(det, path, check_images=calib[:2])
     return path

@@ -2,7 +2,9 @@
 
 One concern per module: ``graph`` (what stays float and why), ``qdq`` (ONNX Runtime
 calibration and Q/DQ writing), ``report`` (``QuantReport``), ``int8`` (``quantize_onnx``,
-the step itself), ``fp16`` (``convert_fp16``). Options: ``generator.compress.config.
+the step itself), ``fp16`` (``convert_fp16``); beyond the head, what stays float:
+``surgery`` (returning nodes of a Q/DQ model to float), ``select`` (measured selection on
+the target runtime), ``accuracy`` (``--max-drop`` accuracy control), ``tuning`` (both, in order). Options: ``generator.compress.config.
 QuantizeConfig``; the TensorRT calibration-cache format: ``generator.export.tensorrt.
 calib_cache``. This package imports only numpy; ONNX Runtime is loaded when a step runs.
 """

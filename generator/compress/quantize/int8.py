@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from generator.compress.config import QuantizeConfig
 from generator.compress.quantize import qdq
 from generator.compress.quantize.graph import REASON_USER, ExcludedNode, excluded_nodes, tensor_order
 from generator.compress.quantize.report import QuantReport
+from generator.compress.quantize.tuning import Plan, tune, validation_split
 from generator.errors import TritonForgeError, UsageError
 from generator.evaluation.ort_only import QUANTIZE_HINT, refuse_trt_plugin
 from generator.export.tensorrt.calib_cache import tensor_amax, trt_cache_header_for, write_trt_cache
@@ -41,10 +42,13 @@ class _Outcome:
     calibration_seconds: float
     cache_tensors: int
     warnings: List[str]
+    selection: Any = None
+    accuracy: Any = None
 
 
 def quantize_onnx(onnx_in: Path, out: Path, calib: np.ndarray, config: Optional[QuantizeConfig] = None, *,
-                  command: Optional[Sequence[str]] = None, read_options: Optional[dict] = None) -> QuantReport:
+                  command: Optional[Sequence[str]] = None, read_options: Optional[dict] = None,
+                  validation=None, echo: Optional[Callable[[str], None]] = None) -> QuantReport:
     """Write an INT8 explicit-Q/DQ copy of ``onnx_in`` to ``out``, calibrated on ``calib``.
 
     ``calib`` is ``[N, 3, H, W]`` float32 as the server feeds the model
@@ -59,6 +63,11 @@ def quantize_onnx(onnx_in: Path, out: Path, calib: np.ndarray, config: Optional[
     size, layout hints) is kept. A graph with a TensorRT-only node (EfficientNMS_TRT) is
     refused: ONNX Runtime cannot run it to calibrate.
 
+    ``config.select == "measured"`` keeps float what does not get faster on
+    ``config.runtime`` (``select``); ``config.max_drop`` returns the most sensitive layers
+    to float until the mAP50-95 drop on ``validation`` (a ``DetectionData``, the val
+    split) is within it (``accuracy``). ``echo`` receives progress lines.
+
     Atomic: on any error nothing is left at ``out`` (nor at ``config.trt_cache``).
     """
     cfg = config or QuantizeConfig()
@@ -66,16 +75,21 @@ def quantize_onnx(onnx_in: Path, out: Path, calib: np.ndarray, config: Optional[
     ort = require("onnxruntime", "to quantize")
     onnx_in, out = Path(onnx_in), Path(out)
     sig, calib, source = _check_inputs(onnx_in, out, calib, cfg, read_options or {})
+    if cfg.max_drop is not None and validation is None:
+        raise UsageError("--max-drop measures mAP on the validation split: pass --data with a labelled val split "
+                         "(a data YAML / dataset folder with a val split, or a COCO JSON)")
+    plan = Plan(cfg, sig, onnx_in, validation, echo)
     outputs = [out] + ([cfg.trt_cache] if cfg.trt_cache else [])
     with _nothing_written(onnx_in), atomic_paths(*outputs) as tmps:
-        outcome = _run(onnx_in, source, sig, calib, cfg, tmps)
+        outcome = _run(onnx_in, source, sig, calib, cfg, tmps, plan)
     report = QuantReport(
         path=out, source=onnx_in, method=cfg.method, per_channel=cfg.per_channel,
         activation_type=cfg.activation_type, weight_type=cfg.weight_type, calibration_images=int(len(calib)),
         seconds=time.perf_counter() - started, calibration_seconds=outcome.calibration_seconds,
         excluded=outcome.excluded, quantized_nodes=outcome.quantized, qdq_nodes=outcome.qdq_nodes,
         preprocess=outcome.preprocess, trt_cache=cfg.trt_cache, trt_cache_tensors=outcome.cache_tensors,
-        warnings=outcome.warnings, onnxruntime=ort.__version__,
+        warnings=outcome.warnings, onnxruntime=ort.__version__, selection=outcome.selection,
+        accuracy=outcome.accuracy,
     )
     _write_reproducer(out, cfg.options(len(calib)), report, command)
     return report
@@ -83,19 +97,24 @@ def quantize_onnx(onnx_in: Path, out: Path, calib: np.ndarray, config: Optional[
 
 def quantize_from_images(onnx_in: Path, out: Path, data: Path, samples: int,
                          config: Optional[QuantizeConfig] = None, *, command: Optional[Sequence[str]] = None,
-                         read_options: Optional[dict] = None) -> QuantReport:
+                         read_options: Optional[dict] = None,
+                         echo: Optional[Callable[[str], None]] = None) -> QuantReport:
     """``quantize_onnx`` calibrated on ``samples`` images of ``data`` (a dataset's train
     split or a folder of images), preprocessed as the server does for this model (its
-    input size, possibly non-square, and input format): ``tritonforge quantize``."""
+    input size, possibly non-square, and input format): ``tritonforge quantize``. With
+    ``config.max_drop``, ``data`` must be a dataset with a val split (accuracy control
+    validates on it)."""
     from generator.compress.calibration import calibration_images, dataset_names
     from generator.evaluation.ort_only import read_for_dataset
 
     sig = read_for_dataset(Path(onnx_in), dataset_names(data), read_options or {})
     read_options = {**(read_options or {}), "labels": list(sig.names)}  # what was read, for quantize_onnx
+    validation = validation_split(Path(data), sig) if config is not None and config.max_drop is not None else None
     refuse_trt_plugin(Path(onnx_in), sig, "to calibrate it", QUANTIZE_HINT)
     calib = calibration_images(data, sig.height, sig.width, samples, num_classes=sig.num_classes,
                                input_format=sig.input_format)
-    return quantize_onnx(onnx_in, out, calib, config, command=command, read_options=read_options)
+    return quantize_onnx(onnx_in, out, calib, config, command=command, read_options=read_options,
+                         validation=validation, echo=echo)
 
 
 def _check_inputs(onnx_in: Path, out: Path, calib: np.ndarray, cfg: QuantizeConfig, read_options: dict):
@@ -133,8 +152,11 @@ def _nothing_written(onnx_in: Path):
                                f"{type(exc).__name__}: {exc}") from exc
 
 
-def _run(onnx_in: Path, source, sig, calib: np.ndarray, cfg: QuantizeConfig, tmps: List[Path]) -> _Outcome:
-    """Calibrate, write the Q/DQ model (and cache) to the temporaries ``tmps``, check it."""
+def _run(onnx_in: Path, source, sig, calib: np.ndarray, cfg: QuantizeConfig, tmps: List[Path],
+         plan: Plan) -> _Outcome:
+    """Calibrate, write the full Q/DQ model, decide what else stays float (``plan``: measured
+    selection, accuracy control), write that model (and cache) to the temporaries ``tmps``,
+    check it."""
     import onnx
 
     warnings: List[str] = []
@@ -149,14 +171,19 @@ def _run(onnx_in: Path, source, sig, calib: np.ndarray, cfg: QuantizeConfig, tmp
         ranges = qdq.calibrate(prepared, work, sig.input_name, calib, cfg.method,
                                None if cfg.trt_cache else quant_ops)
         calibration_seconds = time.perf_counter() - t0
-        qdq.write_qdq(prepared, tmps[0], ranges, work, sig.input_name, calib, cfg, quant_ops,
+        full = work / "full.onnx"
+        qdq.write_qdq(prepared, full, ranges, work, sig.input_name, calib, cfg, quant_ops,
                       [e.name for e in excluded])
+        tuned = tune(plan, onnx.load(str(full)), onnx.load(str(prepared)), source, calib, work)
+        onnx.save(tuned.model, str(tmps[0]))
+        excluded += tuned.excluded
     quantized, qdq_nodes = qdq.tag_and_count(tmps[0], cfg.options(len(calib)), source)
     qdq.check_runs(tmps[0], source, sig, calib)
     if not quantized:
         warnings.append("no node was quantized: the output runs like the FP32 model")
     cache_tensors = _write_cache(tmps[1], ranges, source, cfg) if cfg.trt_cache else 0
-    return _Outcome(excluded, quantized, qdq_nodes, preprocess, calibration_seconds, cache_tensors, warnings)
+    return _Outcome(excluded, quantized, qdq_nodes, preprocess, calibration_seconds, cache_tensors, warnings,
+                    tuned.selection, tuned.accuracy)
 
 
 def _write_cache(path: Path, ranges, source, cfg: QuantizeConfig) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from generator.compress.quantize.graph import HEAD_REASONS, ExcludedNode
 
@@ -32,6 +32,8 @@ class QuantReport:
     trt_cache_tensors: int = 0
     warnings: List[str] = field(default_factory=list)
     onnxruntime: str = ""
+    selection: Any = None  # select.Selection: measured selection's timings and decisions
+    accuracy: Any = None  # accuracy.AccuracyResult: accuracy control's steps and choice
 
     @property
     def head_convs(self) -> List[str]:
@@ -47,6 +49,10 @@ class QuantReport:
             f"  {len(self.quantized_nodes)} nodes with int8 weights, {self.qdq_nodes} Q/DQ nodes",
         ]
         lines += _excluded_lines(self.excluded)
+        if self.selection is not None:
+            lines += self.selection.table()
+        if self.accuracy is not None:
+            lines += self.accuracy.lines()
         if self.trt_cache:
             lines.append(f"  TensorRT calibration cache: {self.trt_cache} ({self.trt_cache_tensors} tensors)")
         lines.extend(f"  warning: {w}" for w in self.warnings)
@@ -64,6 +70,8 @@ class QuantReport:
             "trt_cache": str(self.trt_cache) if self.trt_cache else None,
             "trt_cache_tensors": self.trt_cache_tensors, "warnings": list(self.warnings),
             "onnxruntime": self.onnxruntime,
+            "selection": self.selection.to_json() if self.selection is not None else {"mode": "op-type"},
+            "accuracy": self.accuracy.to_json() if self.accuracy is not None else None,
         }
 
 
