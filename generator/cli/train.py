@@ -11,9 +11,11 @@ from generator.cli.common import echo_unless, field_default, print_json
 from generator.cli.onnx_options import imgsz_option, layout_option, scores_option
 from generator.compress.config import DistillConfig, KDWeights, PruneConfig
 from generator.compress.prune.importance import importance_names
+from generator.training.precision import AMP_MODES
 from generator.training.trainer import TrainConfig
 
 CHECKPOINT = click.Path(dir_okay=False, path_type=Path)
+MAX_BUDGET_EPOCHS = 1000  # --time-budget without --epochs: the budget alone decides
 
 
 def _train_default(name: str):
@@ -33,9 +35,21 @@ def _prune_default(name: str):
 
 
 def _report_training(result) -> None:
-    """The last line of train and distill: where the checkpoint is and how good it is."""
-    click.echo(f"wrote {result.checkpoint} after {result.seconds:.0f} s: mAP50 {result.metrics.get('map50', 0):.3f}, "
-               f"mAP50-95 {result.metrics.get('map50_95', 0):.3f} (val)")
+    """The last line of train and distill: where the checkpoint is, how it was trained and how good it is."""
+    how = f"{result.epochs} epoch{'s' if result.epochs != 1 else ''} in {result.precision}"
+    if result.plan:
+        how += f", sized to the {result.plan['budget_s']:.0f} s budget"
+    click.echo(f"wrote {result.checkpoint} after {result.seconds:.0f} s ({how}): "
+               f"mAP50 {result.metrics.get('map50', 0):.3f}, mAP50-95 {result.metrics.get('map50_95', 0):.3f} (val)")
+
+
+def amp_option():
+    """``--amp`` (on), ``--amp force``, ``--amp off`` (the default)."""
+    return click.option("--amp", type=click.Choice(AMP_MODES), default="off", is_flag=False, flag_value="on",
+                        show_default=True,
+                        help="Mixed precision: bf16 autocast on CPUs with AMX/AVX512-BF16, fp16 with a gradient "
+                             "scaler on CUDA; fp32 (said so) on CPUs without bf16 units. '--amp force': bf16 "
+                             "autocast on any CPU (emulated where there are no bf16 units: slower; for testing).")
 
 
 @click.command()
@@ -43,7 +57,12 @@ def _report_training(result) -> None:
 @click.option("--model", default=_train_default("model"), show_default=True,
               help="Family name, or a checkpoint to start from.")
 @click.option("--imgsz", type=int, default=_train_default("imgsz"), show_default=True)
-@click.option("--epochs", type=int, default=_train_default("epochs"), show_default=True)
+@click.option("--epochs", type=int, default=None,
+              help=f"Epochs [default: {_train_default('epochs')}]; with --time-budget, the most it may choose.")
+@click.option("--time-budget", type=float, default=None, metavar="SECONDS",
+              help="Size the epochs to this many seconds (final validation included) from the speed measured on "
+                   "the first batches; the learning-rate schedule ends with the chosen epochs.")
+@amp_option()
 @click.option("--batch", type=int, default=_train_default("batch"), show_default=True)
 @click.option("--lr", type=float, default=_train_default("lr"), show_default=True,
               help="AdamW learning rate (cosine decay).")
@@ -57,11 +76,13 @@ def _report_training(result) -> None:
 @click.option("--device", default=_train_default("device"), show_default=True, help="auto | cpu | cuda[:N].")
 @click.option("--out", type=CHECKPOINT, required=True, help="Checkpoint to write.")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out.")
-def train(out: Path, **options) -> None:
+def train(out: Path, epochs, **options) -> None:
     """Train a detector; the checkpoint embeds family, class names and image size."""
     from generator.training.trainer import train as run
 
-    _report_training(run(TrainConfig(out=str(out), **options), echo=click.echo))
+    if epochs is None:
+        epochs = MAX_BUDGET_EPOCHS if options["time_budget"] else _train_default("epochs")
+    _report_training(run(TrainConfig(out=str(out), epochs=epochs, **options), echo=click.echo))
 
 
 @click.command()
@@ -86,14 +107,15 @@ def train(out: Path, **options) -> None:
 @click.option("--kd-feat", type=float, default=_kd_default("feat"), show_default=True,
               help="Neck feature imitation weight (0: off; PyTorch teachers only).")
 @click.option("--seed", type=int, default=_distill_default("seed"), show_default=True)
+@amp_option()
 @click.option("--out", type=CHECKPOINT, required=True, help="Student checkpoint.")
-def distill(kd_obj, kd_cls, kd_box, kd_feat, **options):
+def distill(kd_obj, kd_cls, kd_box, kd_feat, amp, **options):
     """Teacher -> student knowledge distillation (objectness-scaled, with feature imitation; an ONNX
     teacher teaches through its detections)."""
     from generator.compress.distill import run_distill
 
     weights = KDWeights(obj=kd_obj, cls=kd_cls, box=kd_box, feat=kd_feat)
-    _report_training(run_distill(DistillConfig(weights=weights, **options), echo=click.echo))
+    _report_training(run_distill(DistillConfig(weights=weights, **options), echo=click.echo, amp=amp))
 
 
 @click.command()
@@ -116,13 +138,14 @@ def distill(kd_obj, kd_cls, kd_box, kd_feat, **options):
 @click.option("--lr", type=float, default=_prune_default("lr"), show_default=True)
 @click.option("--seed", type=int, default=_prune_default("seed"), show_default=True)
 @click.option("--device", default=_prune_default("device"), show_default=True)
+@amp_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--out", type=CHECKPOINT, required=True)
-def prune(as_json, **options):
+def prune(as_json, amp, **options):
     """Structured channel pruning (Torch-Pruning), then fine-tuning; the checkpoint loads like any other."""
     from generator.compress.prune.run import prune_and_finetune
 
-    r = prune_and_finetune(PruneConfig(**options), echo=echo_unless(as_json))
+    r = prune_and_finetune(PruneConfig(**options), echo=echo_unless(as_json), amp=amp)
     if as_json:
         print_json(r)
         return

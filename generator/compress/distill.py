@@ -90,7 +90,8 @@ class ObjectnessScaledKD(nn.Module):
         with torch.no_grad():
             teacher(images)
             feats = self.t_tap.features
-            return teacher.head.raw_maps(feats), feats
+            # fp32 targets also under autocast (--amp): soft targets need more than bf16's 8 bits
+            return [r.float() for r in teacher.head.raw_maps(feats)], [f.float() for f in feats]
 
     def forward(self, model, images, raw, targets=None):  # noqa: ARG002  (trainer's extra_loss signature)
         """KD loss for the batch the student just saw (its raw maps and neck features)."""
@@ -120,7 +121,8 @@ class ObjectnessScaledKD(nn.Module):
         return w.obj * loss_obj + w.cls * loss_cls + w.box * loss_box
 
     def feature_term(self, s_feats: List[torch.Tensor], t_feats: List[torch.Tensor]) -> torch.Tensor:
-        return sum(F.mse_loss(adapter(s), t) for adapter, s, t in zip(self.adapters, s_feats, t_feats)) / len(s_feats)
+        terms = [F.mse_loss(adapter(s).float(), t) for adapter, s, t in zip(self.adapters, s_feats, t_feats)]
+        return sum(terms) / len(s_feats)
 
 
 class WithUnlabelled:
@@ -143,13 +145,17 @@ class WithUnlabelled:
         return loss + self.kd(model, extra, model(extra), None)
 
 
-def run_distill(cfg: DistillConfig, *, echo=print, progress: bool = True):
+def run_distill(cfg: DistillConfig, *, echo=print, progress: bool = True, amp: str = "off",
+                time_budget: Optional[float] = None):
     """Train ``cfg.student`` (family name or checkpoint) on ``cfg.data`` with KD from
-    ``cfg.teacher`` (a checkpoint, or a detector ONNX); returns the trainer's ``TrainResult``."""
+    ``cfg.teacher`` (a checkpoint, or a detector ONNX); returns the trainer's ``TrainResult``.
+    ``amp`` and ``time_budget`` (seconds; ``cfg.epochs`` is then the most it may choose) are
+    the trainer's (``TrainConfig``)."""
     from generator.training.trainer import TrainConfig, train
 
+    run = {"amp": amp, "time_budget": time_budget}
     if cfg.onnx_teacher:
-        return _run_onnx_distill(cfg, echo, progress)
+        return _run_onnx_distill(cfg, echo, progress, run)
     if cfg.layout or cfg.scores or isinstance(cfg.imgsz, tuple):
         raise UsageError("--layout, --scores and a non-square --imgsz H,W apply to an ONNX teacher only")
     teacher, det, names = _load_pair(cfg)
@@ -157,13 +163,13 @@ def run_distill(cfg: DistillConfig, *, echo=print, progress: bool = True):
     kd = ObjectnessScaledKD(teacher.model, det.model, size, cfg.weights)
     loss = WithUnlabelled(kd, _unlabelled_loader(cfg, names, size)) if cfg.unlabelled else kd
     train_cfg = TrainConfig(data=cfg.data, model=cfg.student, out=str(cfg.out), imgsz=size, epochs=cfg.epochs,
-                            batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
+                            batch=cfg.batch, lr=cfg.lr, seed=cfg.seed, **run)
     info = {"distilled_from": str(cfg.teacher), "kd_weights": {k: float(v) for k, v in vars(cfg.weights).items()}}
     return train(train_cfg, echo=echo, progress=progress, detector=det, extra_loss=loss,
                  extra_modules=[kd.adapters], checkpoint_extra=info)
 
 
-def _run_onnx_distill(cfg: DistillConfig, echo, progress: bool):
+def _run_onnx_distill(cfg: DistillConfig, echo, progress: bool, run: dict):
     """KD from a detector ONNX run by ONNX Runtime, at the teacher's input size."""
     from generator.compress.distill_onnx import OnnxTeacherKD
     from generator.compress.onnx_teacher import OnnxTeacher, check_teacher_classes
@@ -189,7 +195,7 @@ def _run_onnx_distill(cfg: DistillConfig, echo, progress: bool):
     echo(f"teacher {cfg.teacher}: layout {teacher.sig.layout}, input {teacher.height}x{teacher.width}, "
          f"{teacher.num_classes} classes (ONNX Runtime); student trains at {size}x{size}")
     train_cfg = TrainConfig(data=cfg.data, model=cfg.student, out=str(cfg.out), imgsz=size, epochs=cfg.epochs,
-                            batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)
+                            batch=cfg.batch, lr=cfg.lr, seed=cfg.seed, **run)
     info = {"distilled_from": str(cfg.teacher), "teacher_layout": teacher.sig.layout,
             "kd_weights": {k: float(v) for k, v in vars(weights).items()}}
     return train(train_cfg, echo=echo, progress=progress, detector=det, extra_loss=loss, checkpoint_extra=info)

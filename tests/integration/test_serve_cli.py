@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from .procs import start_serve, wait_serve_ready
 
 
@@ -48,22 +50,38 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "model_repository"
     work = tmp_path / "work"
     r = subprocess.run([sys.executable, "-m", "generator", "demo", "--quick", "--out", str(out), "--work", str(work)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=480)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "served" in r.stdout and "batch-1 end-to-end latency" in r.stdout
     assert (out / "detector_ensemble" / "config.pbtxt").is_file() and (work / "teacher.pt").is_file()
     report = json.loads((out / "report.json").read_text())
     rows = report["variants"]
-    assert [r["name"] for r in rows] == ["teacher", "student", "student_kd", "pruned_kd", "int8"]
+    assert [r["name"] for r in rows] == ["teacher", "student", "student_kd", "pruned_kd", "int8",
+                                         "teacher (pytorch)", "int8 (openvino)"]
     for row in rows:
         assert set(row) >= {"params", "gflops", "latency_ms_b1", "latency_ms_b8", "map50_95", "map50"}
         assert row["params"] > 0 and row["gflops"] > 0 and row["latency_ms_b8"] > 0
     by_name = {r["name"]: r for r in rows}
     assert by_name["pruned_kd"]["gflops"] < by_name["student_kd"]["gflops"]
     assert (out / "report.png").stat().st_size > 1000
-    # served and offline runs at the same thresholds see the same images and code: equal mAP
+    # the headline: the teacher in PyTorch against the fastest compressed row, with the trade-off plot
+    figures = report["headline_figures"]
+    assert report["headline"].startswith("compressed vs teacher in PyTorch: ") and report["headline"] in r.stdout
+    assert figures["speedup_b8"] == pytest.approx(figures["teacher_latency_ms_b8"] / figures["final_latency_ms_b8"],
+                                                  abs=0.006)  # stored to 2 decimals
+    assert (out / "tradeoff.png").stat().st_size > 1000
+    # served and offline runs at the same thresholds see the same images and code: equal mAP, and
+    # not zero: the served threshold suits the briefly trained model
     served, offline = report["served"], report["offline"]["onnx_at_served_thresholds"]
     assert abs(served["map50_95"] - offline["map50_95"]) <= 1e-3 and served["images"] == offline["images"]
+    assert served["map50"] > 0 and served["map50_95"] > 0
+    # the run was sized to its budget and says how
+    plan = report["budget"]["plan"]
+    assert report["budget"]["minutes"] == 3 and plan["budget_s"] == 180
+    assert set(plan["steps"]) == {"teacher", "student", "student_kd", "pruned_kd"}
+    assert plan["steps"]["student_kd"]["epochs"] <= plan["steps"]["student"]["epochs"]
+    assert all(step["epochs"] >= 1 and step["time_sizing"] for step in plan["steps"].values())
+    assert "budget 3.0 min: measured" in r.stdout
     # a second run replaces its own previous repository; a foreign folder is refused
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -45,15 +45,17 @@ def detection_loss_fn(batches: Iterable, device=None) -> LossFn:
 
 def finetune(model, loader, iters: int, lr: float, *, weight_decay: float = 5e-4, final_lr_ratio: float = 0.05,
              warmup_iters: int = 1, extra_loss: Optional[ExtraLoss] = None, extra_modules: Sequence = (),
-             device=None, progress: bool = False, desc: str = "recover") -> Dict[str, float]:
+             device=None, progress: bool = False, desc: str = "recover", precision=None) -> Dict[str, float]:
     """Train ``model`` in place for ``iters`` batches (``loader`` cycled) with the trainer's
     recipe (AdamW on ``param_groups``, ``lr_at`` warm-up + cosine, gradient clipping), no
     EMA: the short recovery between pruning steps. ``extra_loss(model, images, raw,
     targets)`` is added to the detection loss, its ``extra_modules`` are optimised too
-    (the trainer's conventions). Returns the mean loss parts."""
+    (the trainer's conventions); ``precision`` (``generator.training.precision``; default
+    fp32) is the trainer's mixed precision. Returns the mean loss parts."""
     from tqdm import tqdm
 
     from generator.training.loss import DetectionLoss
+    from generator.training.precision import FP32, grad_scaler
     from generator.training.trainer import lr_at, param_groups, train_step
 
     device = device or next(model.parameters()).device
@@ -63,13 +65,15 @@ def finetune(model, loader, iters: int, lr: float, *, weight_decay: float = 5e-4
     for module in extra_modules:
         groups += param_groups(module.to(device), weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.937, 0.999))
+    precision = precision or FP32
+    scaler = grad_scaler(precision)
     running = torch.zeros(3)
     batches = itertools.islice(cycle(loader), iters)
     for step, (images, targets) in enumerate(tqdm(batches, total=iters, desc=desc, disable=not progress,
                                                    leave=False)):
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, iters, max(1, warmup_iters), lr, final_lr_ratio)
-        running += train_step(model, optimizer, criterion, images, targets, device, extra_loss)
+        running += train_step(model, optimizer, criterion, images, targets, device, extra_loss, precision, scaler)
     model.zero_grad(set_to_none=True)
     running /= max(1, iters)
     return {"box": float(running[0]), "cls": float(running[1]), "dfl": float(running[2])}

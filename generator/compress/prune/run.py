@@ -24,28 +24,34 @@ torch = require("torch", "to prune a detector")
 
 
 def prune_and_finetune(cfg: PruneConfig, *, extra_loss: Optional[ExtraLoss] = None,
-                       echo: Callable[[str], None] = print, progress: bool = True) -> Dict[str, Any]:
+                       echo: Callable[[str], None] = print, progress: bool = True, amp: str = "off",
+                       time_budget: Optional[float] = None) -> Dict[str, Any]:
     """Prune ``cfg.checkpoint``, fine-tune it on ``cfg.data`` and write ``cfg.out`` atomically.
 
     ``cfg.teacher`` adds ``generator.compress.distill.ObjectnessScaledKD`` to recovery and
     fine-tuning; ``extra_loss`` (the trainer's ``(model, images, raw, targets) -> scalar``)
-    adds any other term instead. Returns a JSON-able summary: checkpoint, prune report,
-    metrics, history, seconds.
+    adds any other term instead. ``amp``: the trainer's mixed precision (recovery and
+    fine-tuning); ``time_budget``: seconds for the whole call, the fine-tuning's epochs sized
+    to what is left after pruning (``cfg.finetune_epochs`` is then the most). Returns a
+    JSON-able summary: checkpoint, prune report, metrics, history, seconds, precision, plan.
 
     Denormal floats are flushed to zero while it runs: trained detectors produce denormal
     activations that slow x86 CPUs down ~40x.
     """
     with denormals_flushed(torch):
-        return _PruneRun(cfg, extra_loss, echo, progress).run()
+        return _PruneRun(cfg, extra_loss, echo, progress, amp, time_budget).run()
 
 
 class _PruneRun:
     """One ``prune_and_finetune`` call: the loaded model, data and what was measured."""
 
-    def __init__(self, cfg: PruneConfig, extra_loss: Optional[ExtraLoss], echo, progress: bool):
+    def __init__(self, cfg: PruneConfig, extra_loss: Optional[ExtraLoss], echo, progress: bool, amp: str = "off",
+                 time_budget: Optional[float] = None):
         from generator.data.dataset import load_dataset
+        from generator.training.precision import resolve_precision
 
         self.cfg, self.extra_loss, self.echo, self.progress = cfg, extra_loss, echo, progress
+        self.amp, self.time_budget, self.plan = amp, time_budget, None
         if not cfg.out.parent.is_dir():
             raise UsageError(f"folder of --out does not exist: {cfg.out.parent}")
         self.t_start = time.time()
@@ -62,6 +68,7 @@ class _PruneRun:
         self.kd_for = kd_factory(cfg.teacher, self.det.names, self.imgsz) if use_kd else None
         torch.manual_seed(cfg.seed)
         self.device = _resolve_device(cfg.device)
+        self.precision = resolve_precision(amp, self.device)
         self.loader = self._loader()
         self.metrics: Dict[str, Dict[str, float]] = {}
 
@@ -91,7 +98,7 @@ class _PruneRun:
         info = {"prune": report.to_dict(), "prune_settings": self._settings(), "prune_metrics": dict(self.metrics)}
         history = self._finish(det, info)
         return {"checkpoint": str(cfg.out), "report": report.to_dict(), "metrics": self.metrics, "history": history,
-                "seconds": round(time.time() - self.t_start, 1)}
+                "seconds": round(time.time() - self.t_start, 1), "precision": self.precision.name, "plan": self.plan}
 
     def _measure(self, model, key: str, what: str) -> None:
         from generator.training.trainer import validate
@@ -111,7 +118,7 @@ class _PruneRun:
         kd, loss, modules = self._extra(model)
         parts = finetune(model, self.loader, cfg.step_iters, cfg.lr, warmup_iters=max(1, cfg.step_iters // 10),
                          extra_loss=loss, extra_modules=modules, device=self.device, progress=self.progress,
-                         desc=f"recover {k}/{cfg.steps}")
+                         desc=f"recover {k}/{cfg.steps}", precision=self.precision)
         release(kd)
         self.echo(f"recovered {cfg.step_iters} batches after step {k}/{cfg.steps}: box {parts['box']:.3f} "
                   f"cls {parts['cls']:.3f} dfl {parts['dfl']:.3f}")
@@ -134,12 +141,20 @@ class _PruneRun:
         kd, loss, modules = self._extra(det.model)
         train_cfg = TrainConfig(data=str(cfg.data), model=str(cfg.checkpoint), out=str(cfg.out), imgsz=self.imgsz,
                                 epochs=cfg.finetune_epochs, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed,
-                                workers=cfg.workers, device=cfg.device)
+                                workers=cfg.workers, device=cfg.device, amp=self.amp, time_budget=self._left())
         result = train(train_cfg, echo=self.echo, progress=self.progress, detector=det, extra_loss=loss,
                        extra_modules=modules, checkpoint_extra=info)
         release(kd)
+        self.plan = result.plan
         self.metrics["finetuned"] = dict(result.metrics)
         return list(result.history)
+
+
+    def _left(self) -> Optional[float]:
+        """Seconds of ``time_budget`` left for fine-tuning (at least one: the trainer then runs one epoch)."""
+        if self.time_budget is None:
+            return None
+        return max(1.0, self.time_budget - (time.time() - self.t_start))
 
 
 def _resolve_device(name: str):
