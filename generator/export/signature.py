@@ -159,7 +159,9 @@ def _input_dtype(inp) -> str:
 
         code = inp.type.tensor_type.elem_type
         name = TensorProto.DataType.Name(code).lower() if code in TensorProto.DataType.values() else f"type {code}"
-        raise UsageError(f"input {inp.name!r} must be float32 or float16, got {name}")
+        hint = (" (a repository's model.onnx takes uint8 pixels with the input format folded in: "
+                "generate from the original ONNX)") if code == TensorProto.UINT8 else ""
+        raise UsageError(f"input {inp.name!r} must be float32 or float16, got {name}{hint}")
     return dtype
 
 

@@ -159,9 +159,13 @@ def test_wrong_dtype_and_shape_over_http(server, tiny_yolo_onnx):
     tensor.set_data_from_numpy(np.zeros((1, 3, 128, 128), np.float32))
     with pytest.raises(InferenceServerException, match="data-type is 'FP32'"):
         client.infer(ENSEMBLE, [tensor])
-    # the inner detector checks its own input shape
-    tensor = httpclient.InferInput("images", [1, 3, 64, 64], "FP32")
-    tensor.set_data_from_numpy(np.zeros((1, 3, 64, 64), np.float32))
+    # the inner detector checks its own input: uint8 pixels (the uint8 hand-off) of its size
+    tensor = httpclient.InferInput("images", [1, 3, 128, 128], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 3, 128, 128), np.float32))
+    with pytest.raises(InferenceServerException, match="data-type is 'FP32', but model 'shapes' expects 'UINT8'"):
+        client.infer("shapes", [tensor])
+    tensor = httpclient.InferInput("images", [1, 3, 64, 64], "UINT8")
+    tensor.set_data_from_numpy(np.zeros((1, 3, 64, 64), np.uint8))
     with pytest.raises(InferenceServerException, match=r"unexpected shape for input 'images' for model 'shapes'. "
                                                       r"Expected \[-1,3,128,128\], got \[1,3,64,64\]"):
         client.infer("shapes", [tensor])
@@ -169,10 +173,11 @@ def test_wrong_dtype_and_shape_over_http(server, tiny_yolo_onnx):
 
 
 def test_non_finite_values_sent_straight_to_the_inner_models(server):
-    """A client that talks to the detector or postprocess directly: NaN and inf give
-    answers (no detections from NaN), never a crashed stub."""
+    """A client that talks to the postprocess directly: NaN and inf raw outputs give answers
+    (no detections from NaN), never a crashed stub. (The detector takes uint8 pixels, which
+    cannot be non-finite; its raw outputs give the shape.)"""
     client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-    out = client.infer("shapes", [_grpc_input("images", np.full((2, 3, 128, 128), np.nan, np.float32), "FP32")])
+    out = client.infer("shapes", [_grpc_input("images", np.zeros((2, 3, 128, 128), np.uint8), "UINT8")])
     raw = out.as_numpy("output0")
     transform = np.array([[1, 0, 0, 128, 128], [0, 0, 0, 0, 0]], np.float32)
     for fill in (np.nan, np.inf, -np.inf):

@@ -35,12 +35,15 @@ def test_serve_names_the_model_that_failed_to_load(served_repo, tmp_path):
     assert "shapes_postprocess" in out and "weights are missing on purpose" in out
 
 
-def test_serve_refuses_a_cpu_repository_on_the_bundled_server(served_repo, tmp_path):
+def test_serve_refuses_a_cpu_repository_on_the_bundled_server(tiny_yolo_onnx, tmp_path):
+    from generator.errors import UsageError
     from generator.repository.generate import generate
     from generator.repository.options import RepositoryOptions
 
-    onnx = served_repo / "shapes" / "1" / "model.onnx"
-    generate(onnx, "cpu", tmp_path / "cpu", RepositoryOptions())
+    generate(tiny_yolo_onnx, "cpu", tmp_path / "cpu", RepositoryOptions())
+    # a served repository's model.onnx has the uint8 hand-off folded in: refused, saying what to use
+    with pytest.raises(UsageError, match="generate from the original ONNX"):
+        generate(tmp_path / "cpu" / "detector" / "1" / "model.onnx", "cpu", tmp_path / "again", RepositoryOptions())
     proc, _ = start_serve(tmp_path / "cpu")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "needs the 'onnxruntime' backend" in out, out
