@@ -233,33 +233,10 @@ class RuntimeMeter(Meter):
 
 
 def open_timing_runner(runtime: str, path: Path, threads: int = 0):
-    """A runner for timing: ONNX Runtime with thread spinning off (``spinning=False`` where
-    the runner takes it, else a session configured here), other runtimes as registered."""
+    """A runner for timing, as registered (the ONNX Runtime runner has thread spinning off)."""
     from generator.runners import open_runner
 
-    if runtime != "onnxruntime":
-        return open_runner(runtime, path, threads=threads)
-    try:
-        return open_runner(runtime, path, threads=threads, spinning=False)
-    except TypeError:
-        return _QuietOrt(path, threads)
-
-
-class _QuietOrt:
-    """ONNX Runtime session with spinning off, for runners that do not take ``spinning``."""
-
-    def __init__(self, path: Path, threads: int):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x):
-        return self.session.run(None, {self.input_name: x})
+    return open_runner(runtime, path, threads=threads)
 
 
 def measured_selection(full, source_model, meter: Meter, runtime: str, threads: int = 0, batch: int = MEASURE_BATCH,
