@@ -35,6 +35,10 @@ class BaseClient:
             ``certificate_chain`` (PEM files) present a client certificate (mutual TLS).
         headers: sent with every call (e.g. ``{"Authorization": "Bearer ..."}``; gRPC
             metadata keys are sent in lower case).
+        admin_key: the key of a server started with ``tritonforge serve --admin-key`` (or
+            off loopback, where serve prints a generated one): sent in the admin header
+            (:mod:`client.admin`). Inference needs none; the ``shm``/``cuda_shm`` transports
+            register shared memory, an admin API, so they need it on such a server.
         transport: ``"network"`` (default), ``"shm"`` (system shared memory, client and
             server on one host; same as ``shared_memory=True``) or ``"cuda_shm"`` (CUDA
             shared memory on GPU ``cuda_device``; needs a GPU and cuda-python).
@@ -46,11 +50,11 @@ class BaseClient:
                  root_certificates: Optional[PathLike] = None, private_key: Optional[PathLike] = None,
                  certificate_chain: Optional[PathLike] = None, insecure: bool = False,
                  headers: Optional[Mapping[str, str]] = None, transport: str = "network",
-                 shared_memory: bool = False, cuda_device: int = 0):
+                 shared_memory: bool = False, cuda_device: int = 0, admin_key: Optional[str] = None):
         self.options: ClientOptions = make_options(
             url, protocol, model, model_version, timeout, retries, backoff, backoff_max, ssl,
             _path(root_certificates), _path(private_key), _path(certificate_chain), insecure, headers,
-            transport, shared_memory, cuda_device)
+            transport, shared_memory, cuda_device, admin_key)
         self._core = Core(self.options)
         self._init_connections()
 

@@ -10,8 +10,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from client.detection import Detection, FrameResult, from_arrays
 from client.errors import (
-    DetectionClientError, ModelNotFoundError, ModelUnavailableError, RequestTimeoutError, ServerUnavailableError,
-    translate,
+    DetectionClientError, ModelNotFoundError, ModelUnavailableError, PermissionDeniedError, RequestTimeoutError,
+    ServerUnavailableError, translate,
 )
 from client.images import ImageInput, to_bytes
 from client.info import OUTPUTS, ModelInfo, model_info
@@ -32,6 +32,7 @@ class Core:
         self.shm = SharedMemoryPool(options.transport, options.cuda_device) if options.transport != "network" else None
         # gRPC answers config/metadata requests with protobuf unless asked for JSON
         self._as_json: Dict[str, Any] = {"as_json": True} if options.protocol == "grpc" else {}
+        self._index_listed = True  # False after a protected server refused its repository index
 
     # -- what the drivers need to perform a Call -------------------------------------
     def timeout(self, call: Call) -> float:
@@ -93,8 +94,9 @@ class Core:
             if states.get(o.model) in ("LOADING", "UNLOADING"):
                 raise ModelUnavailableError(f"{o.where}: model {o.model!r} is {states[o.model].lower()}")
             ready = sorted(name for name, state in states.items() if state == "READY")
-            raise ModelNotFoundError(
-                f"{o.where}: model {o.model!r}{version} is not served or not ready; ready models: {ready}")
+            listing = f"ready models: {ready}" if states or self._index_listed else (
+                "the ready models are not listed: the repository index is an admin API (pass admin_key=)")
+            raise ModelNotFoundError(f"{o.where}: model {o.model!r}{version} is not served or not ready; {listing}")
         config = yield Call("config request", "get_model_config", (o.model, o.model_version), self._as_json)
         metadata = yield Call("metadata request", "get_model_metadata", (o.model, o.model_version), self._as_json)
         return model_info(o.model, o.model_version, config, metadata)
@@ -103,8 +105,10 @@ class Core:
         """Plan: model name -> state (READY, LOADING, UNAVAILABLE...) from the repository index."""
         try:
             index = yield Call("repository index", "get_model_repository_index", (), self._as_json)
-        except DetectionClientError:
+        except DetectionClientError as exc:
+            self._index_listed = not isinstance(exc, PermissionDeniedError)
             return {}
+        self._index_listed = True
         entries = index.get("models", []) if isinstance(index, dict) else index
         states: Dict[str, str] = {}
         for entry in entries:  # several versions: READY wins

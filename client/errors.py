@@ -72,6 +72,16 @@ _TLS_HINT = ("pass root_certificates= with the CA that signed the server certifi
              "or insecure=True to skip verification (testing only)")
 
 
+def _denied_hint(lowered: str) -> str:
+    """How to pass the key a protected tritonforge server asks for (its header is named in the message)."""
+    from client.admin import ADMIN_HEADER  # here: client.admin imports this module
+
+    if ADMIN_HEADER not in lowered:
+        return ""
+    return ("; this is an admin API of a protected server: pass its admin key as admin_key= "
+            "(`tritonforge serve` prints the key when it generates one)")
+
+
 def _mro_names(exc: BaseException) -> set:
     return {cls.__name__ for cls in type(exc).__mro__}
 
@@ -107,7 +117,7 @@ def _server_error(status: str, message: str, where: str, what: str, model: str) 
     lowered = message.lower()
     # Triton answers a restricted protocol without its header with UNAVAILABLE: not worth retrying
     if "is restricted, expecting header" in lowered or status in _DENIED:
-        return PermissionDeniedError(f"{what} refused by {where}: {message}")
+        return PermissionDeniedError(f"{what} refused by {where}: {message}{_denied_hint(lowered)}")
     if "UNAVAILABLE" in status or status == "503" or "failed to connect" in lowered:
         return ServerUnavailableError(f"{where} is unavailable: {message}")
     if "shared memory region" in lowered and "unable to open" in lowered:

@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
+from client.admin import with_admin_key
 from client.errors import ClientConfigError
 
 _DEFAULT_PORT = {"grpc": 8001, "http": 8000}
@@ -60,7 +61,7 @@ class ClientOptions:
     retries: int = 3
     backoff: float = 0.1
     backoff_max: float = 5.0
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold credentials
     transport: str = "network"
     cuda_device: int = 0
     tls: Optional[TLSOptions] = None
@@ -119,8 +120,9 @@ def make_options(url: str, protocol: Optional[str], model: str, model_version: s
                  root_certificates: Optional[str] = None, private_key: Optional[str] = None,
                  certificate_chain: Optional[str] = None, insecure: bool = False,
                  headers: Optional[Mapping[str, str]] = None, transport: str = "network",
-                 shared_memory: bool = False, cuda_device: int = 0) -> ClientOptions:
-    """Check every setting, naming the one at fault; the protocol defaults to the URL's scheme, else gRPC."""
+                 shared_memory: bool = False, cuda_device: int = 0, admin_key: Optional[str] = None) -> ClientOptions:
+    """Check every setting, naming the one at fault; the protocol defaults to the URL's scheme, else gRPC.
+    ``admin_key`` joins ``headers`` under the protocol's admin header (:mod:`client.admin`)."""
     _, scheme_protocol, scheme_tls = _scheme(url)
     protocol = default_protocol(url, protocol)
     if protocol not in _DEFAULT_PORT:
@@ -136,5 +138,6 @@ def make_options(url: str, protocol: Optional[str], model: str, model_version: s
     address, _ = _split_url(url, protocol)
     tls = _tls_options(bool(ssl) or scheme_tls, root_certificates, private_key, certificate_chain, insecure)
     return ClientOptions(address, protocol, model, str(model_version), float(timeout), int(retries), float(backoff),
-                         float(backoff_max), dict(headers or {}), _transport(transport, shared_memory),
+                         float(backoff_max), with_admin_key(headers or {}, protocol, admin_key),
+                         _transport(transport, shared_memory),
                          int(cuda_device), tls)

@@ -109,9 +109,15 @@ def _report_runtime(path: Path) -> None:
         click.echo(f"  how: {entry['how']}")
 
 
+_KEY_HELP = ("Key for Triton's model-repository, shared-memory, statistics, trace and logging APIs (at least 16 "
+             "characters). Required off loopback: without it a random key is generated and printed once. Note that "
+             "it is on the tritonserver command line, which other local users can read in /proc.")
+
+
 @click.command()
 @click.argument("repository", type=FOLDER)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes it).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (0.0.0.0 exposes it; then the admin APIs need a key, see --admin-key).")
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
 @click.option("--metrics-port", type=int, default=8002, show_default=True)
@@ -119,14 +125,25 @@ def _report_runtime(path: Path) -> None:
 @click.option("--backend-directory", default=None, help="Backends of --tritonserver (default /opt/tritonserver/backends).")
 @click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for readiness.")
 @click.option("--verbose", is_flag=True, help="Echo the server's log.")
-def serve(repository, host, http_port, grpc_port, metrics_port, tritonserver, backend_directory, timeout, verbose):
+@click.option("--admin-key", envvar="TRITONFORGE_ADMIN_KEY", show_envvar=True, default=None, help=_KEY_HELP)
+@click.option("--grpc-tls-cert", type=FILE, default=None, help="Serve gRPC over TLS: server certificate (PEM).")
+@click.option("--grpc-tls-key", type=FILE, default=None, help="Private key (PEM) of --grpc-tls-cert.")
+@click.option("--grpc-tls-root", type=FILE, default=None,
+              help="CA certificate (PEM) of client certificates: mutual TLS, clients must present one.")
+def serve(repository, host, http_port, grpc_port, metrics_port, tritonserver, backend_directory, timeout, verbose,
+          admin_key, grpc_tls_cert, grpc_tls_key, grpc_tls_root):
     """Start Triton on REPOSITORY, wait until ready, serve until Ctrl-C / SIGTERM."""
+    from generator.serve.admin import admin_key_for, admin_notes
     from generator.serve.run import serve_forever
     from generator.serve.server import TritonServer
+    from generator.serve.tls import grpc_tls
 
+    tls = grpc_tls(grpc_tls_cert, grpc_tls_key, grpc_tls_root)
+    key, generated = admin_key_for(host, admin_key)
     server = TritonServer(repository, http_port, grpc_port, metrics_port, host, tritonserver,
-                          backend_directory, echo=verbose, die_with_parent=True)
-    sys.exit(serve_forever(server, timeout, click.echo))
+                          backend_directory, echo=verbose, die_with_parent=True, admin_key=key, grpc_tls=tls)
+    notes = admin_notes(key, generated, server.endpoints.http)
+    sys.exit(serve_forever(server, timeout, click.echo, notes=notes))
 
 
 @click.command()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Callable, List
+from typing import Callable, List, Sequence
 
 from generator.errors import ServerError
 from generator.serve.server import TritonServer, error_lines
@@ -26,16 +26,25 @@ def model_names(server: TritonServer) -> List[str]:
     return sorted(p.parent.name for p in server.repository.glob("*/config.pbtxt"))
 
 
-def serve_forever(server: TritonServer, timeout: float, echo: Callable[[str], None], poll: float = 0.5) -> int:
-    """Start, wait for readiness, print endpoints, then watch; returns the exit code."""
+def endpoint_lines(server: TritonServer) -> List[str]:
+    """The addresses clients use, with the gRPC TLS mode."""
+    e, tls = server.endpoints, server.grpc_tls
+    grpc = e.grpc
+    if tls is not None:
+        grpc = f"grpcs://{e.grpc}  (TLS{', mutual: clients need a certificate' if tls.mutual else ''})"
+    return [f"  HTTP     {e.http}", f"  gRPC     {grpc}", f"  metrics  {e.metrics}"]
+
+
+def serve_forever(server: TritonServer, timeout: float, echo: Callable[[str], None], poll: float = 0.5,
+                  notes: Sequence[str] = ()) -> int:
+    """Start, wait for readiness, print endpoints (and ``notes``), then watch; returns the exit code."""
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         server.start()
         server.wait_ready(timeout)
         watch = ModelWatch(server, model_names(server)).start()
-        e = server.endpoints
         echo(f"Triton is ready on {server.repository}")
-        echo(f"  HTTP     {e.http}\n  gRPC     {e.grpc}\n  metrics  {e.metrics}")
+        echo("\n".join([*endpoint_lines(server), *notes]))
         echo("Ctrl-C stops it.")
         while server.process.poll() is None:
             problem = watch.problem()

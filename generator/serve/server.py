@@ -14,10 +14,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Sequence
 
 from generator.errors import ServerError, UsageError
 from generator.serve.bundled import ServerInstall, bundled_server, external_server
+
+if TYPE_CHECKING:
+    from generator.serve.tls import GrpcTLS
 
 # platform -> the backend that runs it
 _PLATFORM_BACKEND = {
@@ -105,11 +108,16 @@ class TritonServer:
 
     def __init__(self, repository: Path, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
                  host: str = "127.0.0.1", tritonserver: Optional[str] = None, backend_dir: Optional[str] = None,
-                 echo: bool = False, extra_args: Sequence[str] = (), die_with_parent: bool = False):
+                 echo: bool = False, extra_args: Sequence[str] = (), die_with_parent: bool = False,
+                 admin_key: Optional[str] = None, grpc_tls: Optional["GrpcTLS"] = None):
         """``die_with_parent``: the server gets SIGTERM when the thread that starts it ends, even
         by SIGKILL of the process (Linux); for a server started by a long-lived main thread
-        (``tritonforge serve``), not by a worker thread that ends before the server should."""
+        (``tritonforge serve``), not by a worker thread that ends before the server should.
+        ``admin_key``: the model-repository, shared-memory, statistics, trace and logging APIs
+        need it (``generator.serve.admin``); ``grpc_tls``: gRPC over TLS (``generator.serve.tls``)."""
         self.repository = Path(repository).absolute()
+        self.admin_key = admin_key
+        self.grpc_tls = grpc_tls
         self.die_with_parent = die_with_parent
         self.endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
         self._install_spec = (tritonserver, backend_dir)
@@ -150,7 +158,13 @@ class TritonServer:
                "--exit-on-error=true", "--strict-readiness=true", "--allow-gpu-metrics=false"]
         if install.backend_dir:
             cmd.append(f"--backend-directory={install.backend_dir}")
-        return cmd + self.extra_args
+        return cmd + self._protection_args() + self.extra_args
+
+    def _protection_args(self) -> List[str]:
+        from generator.serve.admin import restricted_args
+
+        args = restricted_args(self.admin_key) if self.admin_key is not None else []
+        return args + (self.grpc_tls.args() if self.grpc_tls is not None else [])
 
     def start(self) -> "TritonServer":
         install = self.install()
