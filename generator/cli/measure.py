@@ -89,6 +89,9 @@ def _load_options(hidden: bool = False) -> List[Callable]:
         click.option("--shm", is_flag=True, hidden=hidden, help="Send images through system shared memory (same host)."),
         click.option("--images", "images_dir", type=FOLDER, default=None, hidden=hidden,
                      help="Images to send (default: built-in samples, 300-1280 px)."),
+        click.option("--metrics-url", default=None, hidden=hidden,
+                     help="Triton's metrics endpoint, scraped around each level for the queue and compute time "
+                          "per stage ('none' skips it) [default: http://<URL's host>:8002/metrics]."),
     ]
 
 
@@ -128,20 +131,22 @@ def bench_variants(variants, data, split, runtimes, out, as_json, **reading) -> 
 @click.command("load")
 @click.argument("url")
 @_apply(_load_options() + _report_options("load.json and load.png"))
-def bench_load(url, protocol, model, concurrency, duration, shm, images_dir, out, as_json) -> None:
-    """Served: the endpoint at URL under load (host:port; grpc:// or http:// schemes too), level by level."""
+def bench_load(url, protocol, model, concurrency, duration, shm, images_dir, metrics_url, out, as_json) -> None:
+    """Served: the endpoint at URL under load (host:port; grpc:// or http:// schemes too), level by level,
+    with the queue and compute time per stage from Triton's metrics endpoint."""
     from client.options import default_protocol
-    from generator.loadtest import format_load_table, load_images, parse_levels, run_load, write_load_report
+    from generator.loadtest import format_report, load_images, parse_levels, run_load, write_load_report
 
     protocol = default_protocol(url, protocol)  # the SDK's own rule, so the report names what it used
     result = run_load(url, protocol, model, parse_levels(concurrency), duration, load_images(images_dir),
-                      "shm" if shm else "network", progress=not as_json, echo=echo_unless(as_json))
+                      "shm" if shm else "network", progress=not as_json, echo=echo_unless(as_json),
+                      metrics_url=metrics_url or "")
     if out is not None:
         write_load_report(result, out)
     if as_json:
         print_json(result)
     else:
-        click.echo(format_load_table(result["levels"]))
+        click.echo(format_report(result))
 
 
 @click.group(invoke_without_command=True)

@@ -26,18 +26,23 @@ All requests handed over by the dynamic batcher are concatenated and decoded in 
 vectorized pass (``boxes.postprocess``), then split back per request; if that pass fails
 (a request whose tensors do not fit the others), each request is decoded alone and only
 the one at fault answers with an error.
+
+Metrics (``stage_metrics``, label ``stage="postprocess"``): images and detections answered,
+microseconds in ``execute`` (Triton counts the requests).
 """
 
+import time
 from typing import Dict, List, Optional
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 try:  # as part of the generator package (tests, offline use)
-    from . import boxes, stage_utils
+    from . import boxes, stage_metrics, stage_utils
     from .layouts import get_layout
 except ImportError:  # inside Triton: the modules are copied beside this file
     import boxes
+    import stage_metrics
     import stage_utils
     from layouts import get_layout
 
@@ -53,6 +58,7 @@ PARAMETERS: Dict[str, Optional[str]] = {
 }
 TRANSFORM = "TRANSFORM"
 OUTPUTS = ("num_detections", "boxes", "scores", "classes")
+METRICS = ("tritonforge_images_total", "tritonforge_execute_us_total", "tritonforge_detections_total")
 
 
 class TritonPythonModel:
@@ -65,12 +71,28 @@ class TritonPythonModel:
         self.layout = get_layout(params["layout"], height=int(params["input_height"]),
                                  width=int(params["input_width"]), scores=params["scores"])
         self.inputs = raw_inputs(stage_utils.model_config(args), self.layout)
+        self.metrics = stage_metrics.StageMetrics(pb_utils, args.get("model_name", "postprocess"), "postprocess",
+                                                  METRICS)
 
     def execute(self, requests):
+        start = time.perf_counter_ns()
         try:
-            return self._batched(requests)
+            responses, images, detections = self._batched(requests)
         except Exception:  # one request's tensors spoil the batch: decode each alone
-            return [self._alone(request) for request in requests]
+            outcomes = [self._alone(request) for request in requests]
+            responses = [response for response, _, _ in outcomes]
+            images, detections = sum(o[1] for o in outcomes), sum(o[2] for o in outcomes)
+        self._count(images, detections, start)
+        return responses
+
+    def finalize(self):
+        self.metrics.close()
+
+    def _count(self, images: int, detections: int, start: int) -> None:
+        """Time in ``execute``, and the images answered (a refused request adds none) and their detections."""
+        self.metrics.add("tritonforge_execute_us_total", stage_metrics.elapsed_us(start))
+        self.metrics.add("tritonforge_images_total", images)
+        self.metrics.add("tritonforge_detections_total", detections)
 
     def _arrays(self, request) -> List[np.ndarray]:
         return [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs + [TRANSFORM]]
@@ -82,6 +104,7 @@ class TritonPythonModel:
                                  self.max_detections, self.max_candidates, self.layout)
 
     def _batched(self, requests):
+        """(a response per request, images, detections) of one decode over every request."""
         per_request = [self._arrays(r) for r in requests]
         results = self._decode([list(parts) for parts in zip(*per_request)])
         responses, start = [], 0
@@ -89,14 +112,16 @@ class TritonPythonModel:
             end = start + arrays[-1].shape[0]
             responses.append(_response(*(result[start:end] for result in results)))
             start = end
-        return responses
+        return responses, start, int(results[0].sum())
 
     def _alone(self, request):
+        """(the request's response, its images, its detections: 0 and 0 when refused)."""
         try:
-            return _response(*self._decode([[a] for a in self._arrays(request)]))
+            results = self._decode([[a] for a in self._arrays(request)])
         except Exception as exc:
             return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(
-                f"postprocess ({self.layout.name}): {type(exc).__name__}: {exc}"))
+                f"postprocess ({self.layout.name}): {type(exc).__name__}: {exc}")), 0, 0
+        return _response(*results), len(results[0]), int(results[0].sum())
 
 
 def raw_inputs(config: dict, layout) -> List[str]:

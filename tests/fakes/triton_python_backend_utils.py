@@ -100,3 +100,60 @@ class Logger:
     @classmethod
     def log_verbose(cls, message):
         cls.log(message, "VERBOSE")
+
+
+class MetricFamily:
+    """Like Triton's (``pb_utils.MetricFamily``): a family per name, shared by every model
+    instance that creates it, each label set one series. ``value(name, **labels)`` reads
+    what the models counted; ``reset()`` forgets every family (a fresh server)."""
+
+    COUNTER, GAUGE, HISTOGRAM = "COUNTER", "GAUGE", "HISTOGRAM"
+    _series = {}  # name -> {sorted label items: value}
+    _kinds = {}
+
+    def __init__(self, name, description, kind):
+        if kind not in (self.COUNTER, self.GAUGE):
+            raise ValueError(f"unsupported metric kind {kind!r}")
+        if self._kinds.setdefault(name, kind) != kind:
+            raise ValueError(f"metric family {name!r} exists with another kind")
+        self.name, self.description, self.kind = name, description, kind
+        self._series.setdefault(name, {})
+
+    def Metric(self, labels=None):  # noqa: N802 - Triton's name
+        return Metric(self, dict(labels or {}))
+
+    @classmethod
+    def value(cls, name, **labels):
+        """The series of ``name`` with exactly ``labels`` (None when no model created it)."""
+        return cls._series.get(name, {}).get(tuple(sorted(labels.items())))
+
+    @classmethod
+    def series(cls, name):
+        """Every series of ``name``: ``{sorted label items: value}``."""
+        return dict(cls._series.get(name, {}))
+
+    @classmethod
+    def reset(cls):
+        cls._series.clear()
+        cls._kinds.clear()
+
+
+class Metric:
+    def __init__(self, family, labels):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise TypeError(f"metric labels must be strings, got {labels!r}")
+        self._family, self._key = family, tuple(sorted(labels.items()))
+        family._series[family.name].setdefault(self._key, 0.0)
+
+    def increment(self, value):
+        if self._family.kind == MetricFamily.COUNTER and value < 0:
+            raise ValueError("a counter cannot decrease")
+        self._family._series[self._family.name][self._key] += value
+
+    def set(self, value):
+        if self._family.kind != MetricFamily.GAUGE:
+            raise ValueError("set() is for gauges")
+        self._family._series[self._family.name][self._key] = value
+
+    def value(self):
+        return self._family._series[self._family.name][self._key]

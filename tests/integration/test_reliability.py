@@ -117,6 +117,7 @@ def _still_serving(server, onnx_path):
     tensor = httpclient.InferInput("IMAGE", [2, 1], "BYTES")
     tensor.set_data_from_numpy(_array(GOOD[:2]), binary_data=True)
     assert_matches_offline(client.infer(ENSEMBLE, [tensor]), onnx_path, GOOD[:2], "follow-up request")
+    client.close()
 
 
 def _grpc_input(name, array, datatype):
@@ -169,6 +170,7 @@ def test_wrong_dtype_and_shape_over_http(server, tiny_yolo_onnx):
     with pytest.raises(InferenceServerException, match=r"unexpected shape for input 'images' for model 'shapes'. "
                                                       r"Expected \[-1,3,128,128\], got \[1,3,64,64\]"):
         client.infer("shapes", [tensor])
+    client.close()  # an open HTTP connection holds Triton's shutdown for its 30 s exit timeout
     _still_serving(server, tiny_yolo_onnx)
 
 

@@ -23,17 +23,22 @@ Parameters (config.pbtxt), defaults in ``PARAMETERS``:
 
 An image that cannot be decoded, or is over ``max_pixels``, fails its own request only,
 with a message naming the item (``IMAGE[i]: ...``).
+
+Metrics (``stage_metrics``, label ``stage="preprocess"``): requests, images, microseconds
+in ``execute``, and refused images by ``reason`` (:func:`failure_reason`).
 """
 
+import time
 from typing import Dict, Optional
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 try:  # as part of the generator package (tests, offline use)
-    from . import imaging, stage_utils
+    from . import imaging, stage_metrics, stage_utils
 except ImportError:  # inside Triton: the modules are copied beside this file
     import imaging
+    import stage_metrics
     import stage_utils
 
 PARAMETERS: Dict[str, Optional[str]] = {
@@ -48,6 +53,8 @@ PARAMETERS: Dict[str, Optional[str]] = {
 }
 FORMAT_PARAMETERS = ("scale", "channel_order", "mean", "std")
 DTYPES = {"UINT8": np.uint8, "FP32": np.float32, "FP16": np.float16}
+METRICS = ("tritonforge_requests_total", "tritonforge_images_total", "tritonforge_execute_us_total",
+           stage_metrics.DECODE_FAILURES)
 
 
 class TritonPythonModel:
@@ -65,9 +72,24 @@ class TritonPythonModel:
         if self.dtype == np.uint8 and self.input_format != imaging.DEFAULT_FORMAT:
             raise ValueError("dtype UINT8 hands the detector raw pixels: its graph applies the input format, "
                              "so scale/channel_order/mean/std must keep their defaults here")
+        self.metrics = stage_metrics.StageMetrics(pb_utils, args.get("model_name", "preprocess"), "preprocess", METRICS)
 
     def execute(self, requests):
-        return [self._one(request) for request in requests]
+        start = time.perf_counter_ns()
+        outcomes = [self._one(request) for request in requests]  # (response, images, failure reason or None)
+        self._count(outcomes, start)
+        return [response for response, _, _ in outcomes]
+
+    def finalize(self):
+        self.metrics.close()
+
+    def _count(self, outcomes, start: int) -> None:
+        self.metrics.add("tritonforge_execute_us_total", stage_metrics.elapsed_us(start))
+        self.metrics.add("tritonforge_requests_total", len(outcomes))
+        self.metrics.add("tritonforge_images_total", sum(images for _, images, _ in outcomes))
+        for _, _, reason in outcomes:
+            if reason is not None:
+                self.metrics.add(stage_metrics.DECODE_FAILURES, 1, reason=reason)
 
     def _prepare(self, item):
         if self.dtype == np.uint8:
@@ -75,18 +97,35 @@ class TritonPythonModel:
         return imaging.preprocess_bytes(item, self.height, self.width, self.max_pixels, self.input_format)
 
     def _one(self, request):
-        items = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+        """(the request's response, its number of images, why an image was refused or None)."""
+        items = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy().reshape(-1)
         images, transforms = [], []
-        for index, item in enumerate(items.reshape(-1)):
+        for index, item in enumerate(items):
             try:
                 chw, transform = self._prepare(item)
             except Exception as exc:  # anything about one item fails its own request, never the batch
-                return pb_utils.InferenceResponse(
-                    output_tensors=[], error=stage_utils.bad_input(pb_utils, imaging.item_error(self.input_name, index, exc))
-                )
+                error = stage_utils.bad_input(pb_utils, imaging.item_error(self.input_name, index, exc))
+                return (pb_utils.InferenceResponse(output_tensors=[], error=error), len(items),
+                        failure_reason(item, exc, self.max_pixels))
             images.append(chw)
             transforms.append(transform)
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("PREPROCESSED", np.stack(images).astype(self.dtype, copy=False)),
             pb_utils.Tensor("TRANSFORM", np.stack(transforms)),
-        ])
+        ]), len(items), None
+
+
+def failure_reason(item, exc: BaseException, max_pixels: int) -> str:
+    """The ``reason`` label of a refused image: ``not_an_image`` (empty, or not a format whose
+    header we read), ``too_large`` (header over ``max_pixels``), ``truncated`` (a known format
+    whose header or data is corrupt or cut short), ``other`` (anything else)."""
+    if not isinstance(exc, imaging.ImageError) or not isinstance(item, (bytes, bytearray, memoryview)):
+        return "other"
+    data = bytes(item)
+    if not data or imaging.image_format(data[:12]) is None:
+        return "not_an_image"
+    try:
+        _, width, height = imaging.header_size(data)
+    except imaging.ImageError:
+        return "truncated"
+    return "too_large" if width * height > max_pixels else "truncated"
