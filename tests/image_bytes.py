@@ -106,3 +106,54 @@ def webp_claiming(width: int = HUGE, height: int = HUGE) -> bytes:
 
 CLAIMING_HUGE = {"png": png_bomb, "jpeg": jpeg_claiming, "bmp": bmp_claiming, "gif": gif_claiming,
                  "webp": webp_claiming}
+
+
+# ------------------------------------------------------------------ the fault load (tests/integration/test_load.py,
+# benchmarks/replica_load.py): bad images interleaved with good ones
+
+BOMB = 60000  # header bombs: 60000 x 60000 = 3.6 GP, 10.8 GB as RGB8, in a few hundred bytes
+
+
+def png_claiming(width: int = BOMB, height: int = BOMB) -> bytes:
+    """A PNG whose IHDR says ``width x height`` (8-bit RGB) with a tiny IDAT: a header bomb
+    with no body to speak of (unlike :func:`png_bomb`, which is a whole valid image)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + _chunk(b"IEND", b""))
+
+
+def faulty_images() -> dict:
+    """name -> (bytes of one bad image, a phrase the server's refusal of it must contain)."""
+    whole_jpeg, whole_png = jpeg(64, 64, seed=3), png(noise(64, 64, seed=4))
+    cut_png = whole_png[:-30]
+    text = b"GET / HTTP/1.1\r\n\r\n"
+    return {
+        "truncated JPEG": (whole_jpeg[:400], "IMAGE[0]: cannot decode 400 bytes as JPEG"),
+        "truncated PNG": (cut_png, f"IMAGE[0]: cannot decode {len(cut_png)} bytes as PNG"),
+        "not an image": (text, f"IMAGE[0]: cannot decode {len(text)} bytes as an image"),
+        f"PNG header {BOMB}x{BOMB}": (png_claiming(), f"IMAGE[0]: PNG header says {BOMB}x{BOMB}"),
+        f"JPEG header {BOMB}x{BOMB}": (jpeg_claiming(BOMB, BOMB), f"IMAGE[0]: JPEG header says {BOMB}x{BOMB}"),
+    }
+
+
+def is_bad(index: int, bad_fraction: float) -> bool:
+    """Whether request ``index`` of a fault load carries a bad image: spread evenly, so any
+    ``n`` consecutive requests hold ``n * bad_fraction`` bad ones, rounded either way."""
+    return int((index + 1) * bad_fraction) > int(index * bad_fraction)
+
+
+def fault_plan(count: int, bad_fraction: float, good: list) -> list:
+    """``count`` requests as ``(key, image bytes, refusal phrase)``: ``key`` is the index into
+    ``good`` (phrase None) for a good image, the name of the bad one otherwise. Deterministic:
+    bad images at evenly spaced positions, cycling through :func:`faulty_images`."""
+    bad = list(faulty_images().items())
+    plan, n_bad = [], 0
+    for i in range(count):
+        if is_bad(i, bad_fraction):
+            name, (data, phrase) = bad[n_bad % len(bad)]
+            plan.append((name, data, phrase))
+            n_bad += 1
+        else:
+            k = (i - n_bad) % len(good)
+            plan.append((k, good[k], None))
+    return plan

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import List, Set, Tuple
@@ -122,3 +123,37 @@ def wait_serve_ready(proc, timeout=150):
         if "Ctrl-C stops it" in line:
             return "".join(lines)
     raise AssertionError("serve did not get ready:\n" + "".join(lines))
+
+
+class RssSampler(threading.Thread):
+    """Resident memory of a process tree (:func:`tree_rss`), sampled every ``every`` s while
+    the ``with`` block runs: ``peak``, ``samples`` and ``series`` (monotonic time, bytes)."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak, self.samples = pid, every, 0, 0
+        self.series: List[Tuple[float, int]] = []
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            rss = tree_rss(self.pid)
+            self.series.append((time.monotonic(), rss))
+            self.peak = max(self.peak, rss)
+            self.samples += 1
+            self.done.wait(self.every)
+
+    def at_middle(self) -> int:
+        """The sample nearest the middle of the sampled time (0 without samples)."""
+        if not self.series:
+            return 0
+        middle = (self.series[0][0] + self.series[-1][0]) / 2
+        return min(self.series, key=lambda s: abs(s[0] - middle))[1]
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.join()
