@@ -8,6 +8,7 @@ inside the commands, so ``tritonforge --help`` and every ``COMMAND --help`` stay
     export.py      export, quantize, build
     repository.py  generate, serve, detect
     measure.py     eval, bench (variants | load)
+    deploy.py      deploy
     demo.py        demo
 """
 
@@ -48,9 +49,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from generator.cli import data, demo, export, measure, repository, train
+    from generator.cli import data, demo, deploy, export, measure, repository, train
 
-    for module in (data, train, export, repository, measure, demo):
+    for module in (data, train, export, repository, measure, deploy, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,1 @@
+"""``tritonforge deploy``: Kubernetes and KServe manifests for a generated repository."""
