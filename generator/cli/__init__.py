@@ -8,6 +8,7 @@ inside the commands, so ``tritonforge --help`` and every ``COMMAND --help`` stay
     export.py      export, quantize, build
     repository.py  generate, serve, detect
     measure.py     eval, bench (variants | load)
+    tune.py        tune
     deploy.py      deploy
     demo.py        demo
 """
@@ -49,9 +50,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from generator.cli import data, demo, deploy, export, measure, repository, train
+    from generator.cli import data, demo, deploy, export, measure, repository, train, tune
 
-    for module in (data, train, export, repository, measure, deploy, demo):
+    for module in (data, train, export, repository, measure, tune, deploy, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 

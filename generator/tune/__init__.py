@@ -1,0 +1,1 @@
+"""``tritonforge tune``: sweep a repository's batching, instances and runtime on the bundled server."""
