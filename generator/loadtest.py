@@ -62,18 +62,20 @@ def load_images(folder: Optional[Path]) -> List[bytes]:
         return [p.read_bytes() for p in write_samples(Path(tmp), 8)]
 
 
-def _client(url: str, protocol: str, model: str, transport: str, timeout: float):
+def _client(url: str, protocol: str, model: str, transport: str, timeout: float, admin_key: Optional[str] = None):
     from client import DetectionClient
 
-    return DetectionClient(url, protocol=protocol, model=model, timeout=timeout, transport=transport, retries=0)
+    return DetectionClient(url, protocol=protocol, model=model, timeout=timeout, transport=transport, retries=0,
+                           admin_key=admin_key)
 
 
-def check_endpoint(url: str, protocol: str, model: str, transport: str, image: bytes, timeout: float = 30.0) -> dict:
+def check_endpoint(url: str, protocol: str, model: str, transport: str, image: bytes, timeout: float = 30.0,
+                   admin_key: Optional[str] = None) -> dict:
     """One request before measuring: a clear error when the server or model is not there."""
     from client import DetectionClientError
 
     try:
-        with _client(url, protocol, model, transport, timeout) as c:
+        with _client(url, protocol, model, transport, timeout, admin_key) as c:
             info = c.info()
             c.detect(image)
     except DetectionClientError as exc:
@@ -83,9 +85,10 @@ def check_endpoint(url: str, protocol: str, model: str, transport: str, image: b
 
 def run_level(url: str, protocol: str, model: str, images: Sequence[bytes], concurrency: int, duration: float,
               transport: str = "network", timeout: float = 60.0, tick: Optional[Callable[[float], None]] = None,
-              on_start: Optional[Callable[[], None]] = None) -> dict:
+              on_start: Optional[Callable[[], None]] = None, admin_key: Optional[str] = None) -> dict:
     """One concurrency level: ``concurrency`` threads, each one request in flight, for ``duration`` s.
-    ``on_start`` is called once every thread has warmed up, just before the clock starts."""
+    ``on_start`` is called once every thread has warmed up, just before the clock starts.
+    ``admin_key``: a protected server's key (the shared-memory transport registers regions)."""
     latencies: List[List[float]] = [[] for _ in range(concurrency)]
     errors: List[List[str]] = [[] for _ in range(concurrency)]
     ready = threading.Barrier(concurrency + 1, timeout=120)  # every worker connected and warmed up
@@ -93,7 +96,7 @@ def run_level(url: str, protocol: str, model: str, images: Sequence[bytes], conc
     stop_at = [0.0]
 
     def worker(k: int) -> None:
-        with _client(url, protocol, model, transport, timeout) as c:
+        with _client(url, protocol, model, transport, timeout, admin_key) as c:
             try:
                 c.detect(images[k % len(images)])  # warm-up: connection, model info, shm regions
             except Exception as exc:  # noqa: BLE001 - reported, not raised in a thread
@@ -135,7 +138,8 @@ def run_level(url: str, protocol: str, model: str, images: Sequence[bytes], conc
 
 def run_load(url: str, protocol: Optional[str] = None, model: str = "detector_ensemble", levels: Sequence[int] = (1, 2, 4, 8, 16),
              duration: float = 10.0, images: Optional[Sequence[bytes]] = None, transport: str = "network",
-             progress: bool = True, echo: Callable[[str], None] = print, metrics_url: Optional[str] = "") -> dict:
+             progress: bool = True, echo: Callable[[str], None] = print, metrics_url: Optional[str] = "",
+             admin_key: Optional[str] = None) -> dict:
     """Every level in turn; returns ``{"endpoint": ..., "levels": [rows]}``. ``protocol`` None: the
     URL's scheme says (``http://``, ``grpc://``), else gRPC, as the SDK decides it. ``metrics_url``:
     Triton's metrics endpoint ("": the URL's host, port 8002; None: no stage metrics)."""
@@ -146,10 +150,10 @@ def run_load(url: str, protocol: Optional[str] = None, model: str = "detector_en
     if duration <= 0:
         raise UsageError(f"--duration must be > 0 seconds, got {duration}")
     images = list(images) if images is not None else load_images(None)
-    endpoint = check_endpoint(url, protocol, model, transport, images[0])
+    endpoint = check_endpoint(url, protocol, model, transport, images[0], admin_key=admin_key)
     endpoint.update(url=url, protocol=protocol, transport=transport, images=len(images), duration_s=duration)
     probe = Probe(None if metrics_url is None else resolve_metrics_url(metrics_url, url), echo)
-    rows = _run_levels(probe, progress, levels, duration, url, protocol, model, images, transport)
+    rows = _run_levels(probe, progress, levels, duration, url, protocol, model, images, transport, admin_key)
     failed = [r for r in rows if r["errors"]]
     for r in failed:
         echo(f"concurrency {r['concurrency']}: {r['errors']} errors, first: {r['first_error']}")
@@ -160,10 +164,10 @@ def run_load(url: str, protocol: Optional[str] = None, model: str = "detector_en
 
 
 def _run_levels(probe, progress: bool, levels: Sequence[int], duration: float, *level_args) -> List[dict]:
-    """Each level with its scrapes, under one progress bar; ``level_args``: url, protocol, model, images, transport."""
+    """Each level with its scrapes, under one progress bar; ``level_args``: url, protocol, model, images, transport, admin key."""
     from tqdm import tqdm
 
-    url, protocol, model, images, transport = level_args
+    url, protocol, model, images, transport, admin_key = level_args
     rows = []
     with tqdm(total=duration * len(levels), unit="s", disable=not progress, desc="bench",
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s") as bar:
@@ -175,7 +179,7 @@ def _run_levels(probe, progress: bool, levels: Sequence[int], duration: float, *
                 bar.refresh()
 
             rows.append(_measured_level(probe, model, lambda on_start: run_level(
-                url, protocol, model, images, c, duration, transport, tick=tick, on_start=on_start)))
+                url, protocol, model, images, c, duration, transport, tick=tick, on_start=on_start, admin_key=admin_key)))
     return rows
 
 

@@ -87,6 +87,9 @@ def _load_options(hidden: bool = False) -> List[Callable]:
         click.option("--duration", type=float, default=10.0, show_default=True, hidden=hidden,
                      help="Seconds per level."),
         click.option("--shm", is_flag=True, hidden=hidden, help="Send images through system shared memory (same host)."),
+        click.option("--admin-key", envvar="TRITONFORGE_ADMIN_KEY", default=None, hidden=hidden,
+                     help="A protected server's admin key: only --shm needs it (it registers shared memory). "
+                          "[env TRITONFORGE_ADMIN_KEY]"),
         click.option("--images", "images_dir", type=FOLDER, default=None, hidden=hidden,
                      help="Images to send (default: built-in samples, 300-1280 px)."),
         click.option("--metrics-url", default=None, hidden=hidden,
@@ -131,7 +134,8 @@ def bench_variants(variants, data, split, runtimes, out, as_json, **reading) -> 
 @click.command("load")
 @click.argument("url")
 @_apply(_load_options() + _report_options("load.json and load.png"))
-def bench_load(url, protocol, model, concurrency, duration, shm, images_dir, metrics_url, out, as_json) -> None:
+def bench_load(url, protocol, model, concurrency, duration, shm, admin_key, images_dir, metrics_url, out,
+               as_json) -> None:
     """Served: the endpoint at URL under load (host:port; grpc:// or http:// schemes too), level by level,
     with the queue and compute time per stage from Triton's metrics endpoint."""
     from client.options import default_protocol
@@ -140,7 +144,7 @@ def bench_load(url, protocol, model, concurrency, duration, shm, images_dir, met
     protocol = default_protocol(url, protocol)  # the SDK's own rule, so the report names what it used
     result = run_load(url, protocol, model, parse_levels(concurrency), duration, load_images(images_dir),
                       "shm" if shm else "network", progress=not as_json, echo=echo_unless(as_json),
-                      metrics_url=metrics_url or "")
+                      metrics_url=metrics_url or "", admin_key=admin_key)
     if out is not None:
         write_load_report(result, out)
     if as_json:

@@ -171,6 +171,18 @@ def test_sdk_shared_memory_needs_the_admin_key(protected, images, expected, prot
     assert status == 200 and not any(name in body for name in regions)
 
 
+def test_bench_over_shared_memory_takes_the_admin_key(protected, images):
+    from generator.errors import ServerError
+    from generator.loadtest import run_load
+
+    url = protected.endpoints.grpc
+    with pytest.raises(ServerError, match="pass its admin key"):
+        run_load(url, "grpc", MODEL, [1], 1.0, images, "shm", progress=False, metrics_url=None)
+    result = run_load(url, "grpc", MODEL, [2], 1.0, images, "shm", progress=False, metrics_url=None, admin_key=KEY)
+    (row,) = result["levels"]
+    assert row["errors"] == 0 and row["requests"] > 0
+
+
 def test_async_sdk_passes_the_admin_key(protected, images, expected):
     import asyncio
 

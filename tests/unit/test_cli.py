@@ -116,7 +116,8 @@ def fake_bench(monkeypatch):
         calls["variants"] = (spec, str(data), split)
         return [{"name": "a", "runtime": "onnxruntime"}]
 
-    def run_load(url, protocol, model, levels, duration, images, transport, progress=True, echo=print, metrics_url=""):
+    def run_load(url, protocol, model, levels, duration, images, transport, progress=True, echo=print, metrics_url="",
+                 admin_key=None):
         calls["load"] = (url, protocol, model, list(levels), duration, transport, progress)
         calls["metrics_url"] = metrics_url
         row = {"concurrency": levels[0], "requests": 10, "errors": 0, "throughput_img_s": 5.0, "p50_ms": 1.0,

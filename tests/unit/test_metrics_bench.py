@@ -98,7 +98,7 @@ def test_cli_hands_the_metrics_url_over(monkeypatch):
     seen = []
 
     def run_load(url, protocol, model, levels, duration, images, transport, progress=True, echo=print,
-                 metrics_url=""):
+                 metrics_url="", admin_key=None):
         seen.append(metrics_url)
         return {"endpoint": {}, "levels": [_level()]}
 
