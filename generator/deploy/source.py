@@ -4,14 +4,13 @@ generated repository is refused before anything is written, naming the file."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 from generator.errors import UsageError
+from generator.repository.manifest import MANIFEST, read_manifest
 
-MANIFEST = "tritonforge.json"
 REQUIRED_KEYS = ("target", "ensemble", "backends", "options")
 
 
@@ -44,22 +43,6 @@ class RepositorySource:
         return 3 if self.options.get("dynamic_batching", True) else 0
 
 
-def _manifest(path: Path) -> dict:
-    file = path / MANIFEST
-    if not path.is_dir():
-        raise UsageError(f"REPOSITORY {path} is not a folder")
-    if not file.is_file():
-        raise UsageError(f"{file} not found: {path} is not a repository written by tritonforge generate")
-    try:
-        info = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{file}: not readable JSON ({exc})") from None
-    missing = [k for k in REQUIRED_KEYS if not isinstance(info, dict) or k not in info]
-    if missing:
-        raise UsageError(f"{file}: missing {', '.join(missing)}; regenerate the repository with tritonforge generate")
-    return info
-
-
 def _requirements(path: Path) -> List[str]:
     file = path / "requirements.txt"
     if not file.is_file():
@@ -76,7 +59,7 @@ def _plan_missing(path: Path, info: dict) -> bool:
 def read_repository(path: Path) -> RepositorySource:
     """The repository at ``path``; refuses a folder ``tritonforge generate`` did not write."""
     path = Path(path)
-    info = _manifest(path)
+    info = read_manifest(path, REQUIRED_KEYS)
     if not (path / info["ensemble"] / "config.pbtxt").is_file():
         raise UsageError(f"{path / MANIFEST}: its ensemble {info['ensemble']!r} has no "
                          f"{path / info['ensemble'] / 'config.pbtxt'}")

@@ -8,14 +8,13 @@ repository whose detector runs NMS itself (no postprocess step) is read the same
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from generator.errors import UsageError
+from generator.repository.manifest import MANIFEST, read_manifest
 
-MANIFEST = "tritonforge.json"
 
 
 @dataclass
@@ -49,23 +48,6 @@ class TuneRepository:
         return self.path / model / "1"
 
 
-def _read_manifest(path: Path) -> dict:
-    file = path / MANIFEST
-    if not path.is_dir():
-        raise UsageError(f"model repository not found: {path}")
-    if not file.is_file():
-        raise UsageError(f"{path} is not a repository written by `tritonforge generate` (no {MANIFEST}); "
-                         "tune reads its manifest to know the ensemble and the options")
-    try:
-        manifest = json.loads(file.read_text())
-    except ValueError as exc:
-        raise UsageError(f"{file}: not valid JSON ({exc})") from None
-    for key in ("ensemble", "options", "target"):
-        if key not in manifest:
-            raise UsageError(f"{file}: no {key!r} entry; regenerate the repository with `tritonforge generate`")
-    return manifest
-
-
 def _read_config(path: Path, model: str):
     from generator.repository.render import parse_config
 
@@ -94,7 +76,7 @@ def _roles(steps: List[str], detector: str, where: str) -> Dict[str, str]:
 def read_repository(path: Path) -> TuneRepository:
     """Read and check a generated repository; UsageError naming the file when it is not one."""
     path = Path(path).absolute()
-    manifest = _read_manifest(path)
+    manifest = read_manifest(path, ("ensemble", "options", "target"))
     ensemble = str(manifest["ensemble"])
     ens_text, ens_config = _read_config(path, ensemble)
     if ens_config.platform != "ensemble":
