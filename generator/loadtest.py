@@ -36,6 +36,19 @@ def latency_summary(latencies_ms: Sequence[float]) -> Dict[str, float]:
             "p99_ms": pct(99)}
 
 
+def within(row: dict, p99_ms: float) -> bool:
+    """Whether a level's p99 is within ``p99_ms`` and it had no errors."""
+    return row["p99_ms"] is not None and row["p99_ms"] <= p99_ms and not row.get("errors")
+
+
+def best_within(rows: Sequence[dict], p99_ms: float) -> Optional[dict]:
+    """The level with the best throughput among those :func:`within` ``p99_ms`` (None: no such
+    level): a replica's capacity under a latency bound, for the capacity model (``deploy
+    --rate``) and ``tune``'s score alike."""
+    levels = [r for r in rows if within(r, p99_ms)]
+    return max(levels, key=lambda r: r["throughput_img_s"]) if levels else None
+
+
 def parse_levels(spec: str) -> List[int]:
     """``"1,2,4,8,16"`` -> ``[1, 2, 4, 8, 16]``; each level >= 1."""
     try:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import List
 
 from generator.errors import UsageError
+from generator.loadtest import best_within, within
 
 DEFAULT_HEADROOM = 0.8
 REQUIRED = ("concurrency", "throughput_img_s", "p99_ms")
@@ -64,14 +65,10 @@ def read_load(path: Path) -> List[dict]:
     return rows
 
 
-def _meets(row: dict, p99_ms: float) -> bool:
-    return row["p99_ms"] is not None and row["p99_ms"] <= p99_ms and not row.get("errors")
-
-
 def _best_level(rows: List[dict], p99_ms: float, where: str) -> dict:
-    eligible = [r for r in rows if _meets(r, p99_ms)]
-    if eligible:
-        return max(eligible, key=lambda r: r["throughput_img_s"])
+    level = best_within(rows, p99_ms)
+    if level is not None:
+        return level
     measured = [r for r in rows if r["p99_ms"] is not None]
     if not measured:
         raise UsageError(f"--load {where}: no level has a p99 figure (no request succeeded)")
@@ -115,7 +112,7 @@ def format_plan(rows: List[dict], plan: CapacityPlan) -> str:
         mark = "=>" if r["concurrency"] == plan.concurrency else ""
         lines.append(f"{mark:2}{r['concurrency']:>11} {_cell(r['throughput_img_s'], '.1f'):>8} "
                      f"{_cell(r['p99_ms'], '.1f'):>8} {_cell(r.get('queue_us_per_request'), '.0f'):>13}  "
-                     f"{'yes' if _meets(r, plan.p99_ms) else 'no'}")
+                     f"{'yes' if within(r, plan.p99_ms) else 'no'}")
     lines += [
         f"per replica: {plan.throughput_img_s:.1f} img/s x headroom {plan.headroom:g} = {plan.capacity_img_s:.1f} img/s "
         f"at concurrency {plan.concurrency} (p99 {plan.level_p99_ms:.1f} ms)",

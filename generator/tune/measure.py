@@ -93,10 +93,7 @@ def past_bound(rows: Sequence[dict], bound_ms: float) -> bool:
 def score(rows: Sequence[dict], bound_ms: float) -> Tuple[Optional[float], Optional[float]]:
     """(best img/s among levels with p99 <= bound, that level's p99); (None, None) when none
     meets it or any level had errors."""
-    if any(r["errors"] for r in rows):
-        return None, None
-    ok = [r for r in rows if r["p99_ms"] is not None and r["p99_ms"] <= bound_ms and r["requests"]]
-    if not ok:
-        return None, None
-    best = max(ok, key=lambda r: r["throughput_img_s"])
-    return best["throughput_img_s"], best["p99_ms"]
+    from generator.loadtest import best_within
+
+    best = None if any(r["errors"] for r in rows) else best_within(rows, bound_ms)
+    return (None, None) if best is None else (best["throughput_img_s"], best["p99_ms"])
